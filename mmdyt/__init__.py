@@ -1,0 +1,14 @@
+"""mmdyt: Dynamic Tuning (DyT, NeurIPS 2024) for OpenMMLab dense prediction
+and video.
+
+Importing the package fixes known upstream breakages (:mod:`mmdyt.compat`)
+and registers mmdyt's modules in mmseg's and mmaction2's registries.
+"""
+from . import compat
+
+compat.apply_all()
+
+from .version import __version__  # noqa: E402
+from . import models  # noqa: E402,F401
+
+__all__ = ['__version__', 'compat', 'models']

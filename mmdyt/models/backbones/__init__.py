@@ -1,0 +1,3 @@
+from .dyt_vit import DyTViT
+
+__all__ = ['DyTViT']

@@ -1,0 +1,424 @@
+"""DyTViT: a frozen ViT adapted with DyT, for images and videos."""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from torch import Tensor
+
+from mmdyt.registry import register_model
+from ..dyt_block import DyTBlock, check_dispatch
+
+#: ``out_type`` values: what each output of :class:`DyTViT` is.
+OUT_TYPES = ('featmap', 'raw', 'cls_token')
+
+#: Names of the parameters that DyT adds to a pre-trained ViT.
+DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.')
+
+
+def is_dyt_param(name: str) -> bool:
+    """Whether parameter ``name`` belongs to a dispatcher or an adapter."""
+    return any(key in name for key in DYT_PARAM_KEYWORDS)
+
+
+@register_model()
+class DyTViT(BaseModule):
+    """Vision Transformer with Dynamic Tuning (DyT, NeurIPS 2024).
+
+    A pre-trained ViT (timm parameter names, so timm checkpoints load as they
+    are) is frozen and adapted by light adapters; a token dispatcher in each
+    block lets uninformative tokens skip the block's MLP (or attention, or the
+    whole block: ``dispatch``). Skipped tokens stay in the sequence, so dense
+    feature maps are intact.
+
+    Images ``(N, C, H, W)`` give a tuple of one output per ``out_indices``.
+    Videos ``(N, C, T, H, W)`` are folded into the batch frame by frame (each
+    frame a sequence with its own cls token, no temporal embedding) and give
+    outputs with a frame axis. With ``out_type``:
+
+    - ``'featmap'``: patch tokens as maps, ``(N, C, H/p, W/p)``; video
+      ``(N, C, T, H/p, W/p)``.
+    - ``'raw'``: all tokens, prefix first, ``(N, L, C)``; video
+      ``(N, T, L, C)``.
+    - ``'cls_token'``: ``(N, C)``; video ``(N, T, C)``.
+
+    After every forward, :attr:`dispatch_masks` holds the masks of that
+    forward, one ``(N_images, num_patch_tokens)`` tensor per dispatcher
+    (``(N_images, 1)`` for ``'layer'`` dispatch), ordered as
+    :attr:`dispatch_sites`; in training they carry the straight-through
+    gradient the rate loss needs. :meth:`activation_rate` is their mean.
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, ``'large'``
+            (or ``'t'``, ``'s'``, ``'b'``, ``'l'``), or a dict with keys
+            ``embed_dims``, ``num_layers``, ``num_heads`` and
+            ``feedforward_channels``. Defaults to ``'base'``.
+        img_size (int | tuple): Input size the position embedding is made
+            for; other sizes (multiples of ``patch_size``) are handled by
+            resampling it. Defaults to 224.
+        patch_size (int): Patch size. Defaults to 16.
+        in_channels (int): Input channels. Defaults to 3.
+        out_indices (int | Sequence[int]): Blocks whose outputs are returned;
+            negative indices count from the end. Defaults to -1.
+        out_type (str): One of :data:`OUT_TYPES`. Defaults to ``'featmap'``.
+        final_norm (bool): Apply the final LayerNorm to the last block's
+            output. Defaults to False.
+        with_cls_token (bool): Whether the ViT has a cls token.
+            Defaults to True.
+        qkv_bias (bool): Whether the qkv projections have biases.
+            Defaults to True.
+        drop_rate (float): Dropout after the position embedding and in the
+            blocks. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, increasing linearly over
+            the blocks to this value. Defaults to 0.
+        layer_scale_init_value (float, optional): Layer scale of the
+            pre-trained ViT, if it has one. Defaults to None.
+        dispatch (str, optional): Where the token mask acts: ``'mlp'``,
+            ``'attn'``, ``'attn_mlp'``, ``'layer'``, or None for the
+            adapter-only baseline. Defaults to ``'mlp'``.
+        dispatch_layers (Sequence[int], optional): Blocks that get a
+            dispatcher; the others are adapter-only. Defaults to all blocks.
+        dispatcher_cfg (dict, optional): Arguments of every
+            :class:`TokenDispatcher` (``tau``, ``threshold``).
+            Defaults to None.
+        adapter_cfg (dict, optional): Config of every adapter, e.g.
+            ``dict(type='Adapter', bottleneck=64, scale=0.1)`` or
+            ``dict(type='MoEAdapter', num_experts=4)``. Defaults to
+            ``dict(type='Adapter')``.
+        frozen (bool): Freeze every pre-trained parameter; adapters and
+            dispatchers stay trainable. Defaults to True.
+        init_cfg (dict, optional): ``dict(type='Pretrained',
+            checkpoint=PATH, prefix=None)`` loads a timm-format ViT checkpoint
+            (position embedding resampled to ``img_size``). Defaults to None.
+
+    Examples:
+        >>> import torch
+        >>> model = DyTViT(arch='tiny', img_size=32, out_indices=(1, 3))
+        >>> [tuple(o.shape) for o in model(torch.randn(2, 3, 32, 32))]
+        [(2, 192, 2, 2), (2, 192, 2, 2)]
+        >>> model(torch.randn(1, 3, 4, 32, 32))[0].shape  # video
+        torch.Size([1, 192, 4, 2, 2])
+        >>> 0 <= model.activation_rate() <= 1
+        True
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': 192,
+            'num_layers': 12,
+            'num_heads': 3,
+            'feedforward_channels': 768
+        }),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': 384,
+            'num_layers': 12,
+            'num_heads': 6,
+            'feedforward_channels': 1536
+        }),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': 768,
+            'num_layers': 12,
+            'num_heads': 12,
+            'feedforward_channels': 3072
+        }),
+        **dict.fromkeys(['l', 'large'], {
+            'embed_dims': 1024,
+            'num_layers': 24,
+            'num_heads': 16,
+            'feedforward_channels': 4096
+        }),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'featmap',
+                 final_norm: bool = False,
+                 with_cls_token: bool = True,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: Optional[float] = None,
+                 dispatch: Optional[str] = 'mlp',
+                 dispatch_layers: Optional[Sequence[int]] = None,
+                 dispatcher_cfg: Optional[dict] = None,
+                 adapter_cfg: Optional[dict] = None,
+                 frozen: bool = True,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = self.arch_settings['embed_dims']
+        self.num_layers = self.arch_settings['num_layers']
+        if out_type not in OUT_TYPES:
+            raise ValueError(
+                f'out_type must be one of {OUT_TYPES}, got {out_type!r}')
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("out_type='cls_token' needs with_cls_token=True")
+        self.out_type = out_type
+        self.out_indices = self._parse_indices(out_indices, 'out_indices')
+        self.dispatch = check_dispatch(dispatch)
+        dispatch_layers = self._parse_indices(
+            range(self.num_layers) if dispatch_layers is None else
+            dispatch_layers, 'dispatch_layers')
+        self.frozen = frozen
+        self.final_norm = final_norm
+        self.num_prefix_tokens = int(with_cls_token)
+
+        self.img_size = (img_size, img_size) if isinstance(img_size,
+                                                           int) else tuple(
+                                                               img_size)
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            embed_dim=self.embed_dims,
+            strict_img_size=False)
+        self.in_channels = in_channels
+        self.patch_grid = tuple(self.patch_embed.grid_size)
+        self.cls_token = nn.Parameter(torch.zeros(
+            1, 1, self.embed_dims)) if with_cls_token else None
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_prefix_tokens + int(np.prod(
+                self.patch_grid)), self.embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+
+        dpr = np.linspace(0, drop_path_rate, self.num_layers)
+        self.blocks = nn.ModuleList([
+            DyTBlock(
+                embed_dims=self.embed_dims,
+                num_heads=self.arch_settings['num_heads'],
+                mlp_ratio=self.arch_settings['feedforward_channels'] /
+                self.embed_dims,
+                qkv_bias=qkv_bias,
+                drop_rate=drop_rate,
+                drop_path_rate=float(dpr[i]),
+                layer_scale_init_value=layer_scale_init_value,
+                num_prefix_tokens=self.num_prefix_tokens,
+                dispatch=dispatch if i in dispatch_layers else None,
+                dispatcher_cfg=dispatcher_cfg,
+                adapter_cfg=adapter_cfg) for i in range(self.num_layers)
+        ])
+        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
+            if final_norm else None
+
+        self._init_vit_weights()
+        self._register_load_state_dict_pre_hook(self._resample_pos_embed_hook)
+        if frozen:
+            self._freeze_pretrained()
+        self.dispatch_masks: List[Tensor] = []
+
+    # ----------------------------------------------------------- construction
+    def _parse_arch(self, arch: Union[str, dict]) -> Dict[str, int]:
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_zoo:
+                raise ValueError(
+                    f'arch {arch!r} is not one of '
+                    f'{sorted(set(self.arch_zoo))}; pass a dict for a custom '
+                    'size')
+            return dict(self.arch_zoo[arch.lower()])
+        if not isinstance(arch, dict):
+            raise ValueError(f'arch must be a str or a dict, got {arch!r}')
+        required = {
+            'embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'
+        }
+        missing = required - set(arch)
+        if missing:
+            raise ValueError(f'custom arch {arch} lacks the keys '
+                             f'{sorted(missing)}; it needs {sorted(required)}')
+        return dict(arch)
+
+    def _parse_indices(self, indices: Union[int, Sequence[int]],
+                       name: str) -> List[int]:
+        """Normalise block indices, allowing negative ones."""
+        if isinstance(indices, int):
+            indices = [indices]
+        result = []
+        for index in indices:
+            if not -self.num_layers <= index < self.num_layers:
+                raise ValueError(
+                    f'{name} contains {index}, outside the '
+                    f'{self.num_layers} blocks of this ViT (valid: '
+                    f'{-self.num_layers}..{self.num_layers - 1})')
+            result.append(index % self.num_layers)
+        return sorted(set(result))
+
+    def _init_vit_weights(self) -> None:
+        """timm's ViT initialisation, for the pre-trained parts only."""
+        trunc_normal_(self.pos_embed, std=.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for block in self.blocks:
+            for module in (*block.attn.modules(), *block.mlp.modules()):
+                if isinstance(module, nn.Linear):
+                    trunc_normal_(module.weight, std=.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+
+    def _freeze_pretrained(self) -> None:
+        """Freeze all but the dispatchers and adapters."""
+        for name, param in self.named_parameters():
+            param.requires_grad = is_dyt_param(name)
+
+    def _resample_pos_embed_hook(self, state_dict: dict, prefix: str, *args,
+                                 **kwargs) -> None:
+        """Resample a loaded position embedding to this model's grid.
+
+        A ``load_state_dict`` pre-hook, so that every loader (``init_cfg``,
+        ``load_checkpoint``, resume) gets it.
+        """
+        name = prefix + 'pos_embed'
+        if name not in state_dict:
+            return
+        pos_embed = state_dict[name]
+        if pos_embed.shape == self.pos_embed.shape:
+            return
+        num_patches = pos_embed.shape[1] - self.num_prefix_tokens
+        side = int(round(num_patches**0.5))
+        if pos_embed.dim() != 3 or side * side != num_patches or \
+                pos_embed.shape[2] != self.embed_dims:
+            raise ValueError(
+                f'cannot resample the checkpoint position embedding of shape '
+                f'{tuple(pos_embed.shape)} to {tuple(self.pos_embed.shape)}: '
+                'expected (1, prefix + side**2, embed_dims)')
+        state_dict[name] = resample_abs_pos_embed(
+            pos_embed,
+            new_size=self.patch_grid,
+            old_size=(side, side),
+            num_prefix_tokens=self.num_prefix_tokens)
+        print_log(
+            f'Resampled pos_embed from a {side}x{side} to a '
+            f'{self.patch_grid[0]}x{self.patch_grid[1]} patch grid.',
+            logger='current')
+
+    def init_weights(self) -> None:
+        """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any."""
+        if isinstance(self.init_cfg, dict) and \
+                self.init_cfg.get('type') == 'Pretrained':
+            from mmdyt.utils.checkpoint import load_vit_checkpoint
+            load_vit_checkpoint(
+                self,
+                self.init_cfg['checkpoint'],
+                prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    # ---------------------------------------------------------------- dispatch
+    @property
+    def dispatch_sites(self) -> List[Tuple[int, str]]:
+        """``(block index, site)`` of every dispatcher, in mask order."""
+        return [(i, site) for i, block in enumerate(self.blocks)
+                for site in ('attn', 'mlp', 'layer')
+                if getattr(block, f'{site}_dispatcher') is not None]
+
+    def dispatchers(self) -> List[nn.Module]:
+        """All token dispatchers, in mask order."""
+        return [
+            getattr(self.blocks[i], f'{site}_dispatcher')
+            for i, site in self.dispatch_sites
+        ]
+
+    def set_dispatch_threshold(self, threshold: float) -> None:
+        """Set the evaluation threshold of every dispatcher.
+
+        A higher threshold activates fewer tokens: a cost/accuracy knob on a
+        trained model, without retraining.
+        """
+        for dispatcher in self.dispatchers():
+            dispatcher.threshold = threshold
+
+    def activation_rate(self) -> Optional[float]:
+        """Mean of :attr:`dispatch_masks`: the fraction of dispatched tokens
+        that were computed in the last forward (None without dispatchers)."""
+        if not self.dispatch_masks:
+            return None
+        with torch.no_grad():
+            return float(
+                torch.stack([m.float().mean()
+                             for m in self.dispatch_masks]).mean())
+
+    # ----------------------------------------------------------------- forward
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() not in (4, 5):
+            raise ValueError(
+                'DyTViT expects images (N, C, H, W) or videos (N, C, T, H, '
+                f'W), got a tensor of shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'DyTViT expects {self.in_channels} input channels (dim 1), '
+                f'got shape {tuple(x.shape)}')
+        height, width = x.shape[-2:]
+        if (height < self.patch_size or width < self.patch_size
+                or height % self.patch_size or width % self.patch_size):
+            raise ValueError(
+                f'input size {height}x{width} is not a positive multiple of '
+                f'the patch size {self.patch_size}; resize or pad the input '
+                '(e.g. a size_divisor in the data preprocessor)')
+
+    def _pos_embed(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+        pos_embed = self.pos_embed
+        if grid != self.patch_grid:
+            pos_embed = resample_abs_pos_embed(
+                pos_embed,
+                new_size=grid,
+                old_size=self.patch_grid,
+                num_prefix_tokens=self.num_prefix_tokens)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
+                          dim=1)
+        return self.drop_after_pos(x + pos_embed)
+
+    def _format(self, x: Tensor, grid: Tuple[int, int],
+                num_frames: Optional[int]) -> Tensor:
+        if self.out_type == 'raw':
+            out = x
+        elif self.out_type == 'cls_token':
+            out = x[:, 0]
+        else:
+            patches = x[:, self.num_prefix_tokens:]
+            out = patches.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        if num_frames is None:
+            return out
+        out = out.unflatten(0, (-1, num_frames))
+        if self.out_type == 'featmap':  # (N, T, C, h, w) -> (N, C, T, h, w)
+            out = out.transpose(1, 2)
+        return out
+
+    def forward(self, x: Tensor, complete: bool = False) -> Tuple[Tensor]:
+        """Run the backbone.
+
+        Args:
+            x (Tensor): Images (N, C, H, W) or videos (N, C, T, H, W).
+            complete (bool): Run every token through every block (the
+                "complete" model, DyT's distillation teacher): no token is
+                skipped and the dispatchers are not called. Defaults to False.
+
+        Returns:
+            tuple[Tensor]: One output per ``out_indices`` (see ``out_type``).
+        """
+        self._check_input(x)
+        num_frames = None
+        if x.dim() == 5:
+            num_frames = x.shape[2]
+            x = x.transpose(1, 2).flatten(0, 1)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        x = self._pos_embed(self.patch_embed(x), grid)
+
+        masks: List[Tensor] = []
+        outs = []
+        for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
+            x, block_masks = block(x, complete=complete)
+            masks.extend(block_masks)
+            if i == self.num_layers - 1 and self.norm is not None:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self._format(x, grid, num_frames))
+        self.dispatch_masks = masks
+        return tuple(outs)

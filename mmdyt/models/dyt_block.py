@@ -1,0 +1,245 @@
+"""DyTBlock: a ViT block with token dispatch and adapters."""
+from functools import partial
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from timm.layers import Attention, DropPath, LayerScale, Mlp
+from torch import Tensor
+
+from mmdyt.registry import MODELS, register_model
+from .sparse_ops import active_index, gathered_residual, query_subset_attention
+
+#: Values of ``dispatch``: where the token mask acts (DESIGN.md section 1).
+#: ``None`` is the adapter-only baseline without dispatcher.
+DISPATCH_MODES = ('mlp', 'attn', 'attn_mlp', 'layer', None)
+
+
+def check_dispatch(dispatch: Optional[str]) -> Optional[str]:
+    """Return ``dispatch`` if it is one of :data:`DISPATCH_MODES`."""
+    if dispatch not in DISPATCH_MODES:
+        raise ValueError(f'dispatch must be one of {DISPATCH_MODES}, '
+                         f'got {dispatch!r}')
+    return dispatch
+
+
+@register_model()
+class DyTBlock(BaseModule):
+    """Pre-norm ViT block with DyT token dispatch and parallel adapters.
+
+    Parameter names follow timm's ``Block`` (``norm1``, ``attn.qkv``,
+    ``mlp.fc1``, ...), so timm checkpoints load as they are. ``dispatch`` says
+    where the mask ``M`` of a :class:`TokenDispatcher` acts:
+
+    - ``'mlp'``: ``X' = X + Attn(LN1(X))``;
+      ``Y = X' + M * MLP(LN2(X')) + Adapter(X')``.
+    - ``'attn'``: ``X' = X + M * Attn(LN1(X)) + Adapter(X)`` (queries of
+      active tokens, keys/values of all); ``Y = X' + MLP(LN2(X'))``.
+    - ``'attn_mlp'``: both of the above, each with its own dispatcher and
+      adapter.
+    - ``'layer'``: one decision per sample, read from the cls token (the token
+      mean without one): ``Y = X + m * (Block(X) - X) + Adapter(X)``.
+    - ``None``: no dispatcher, ``Y = X' + MLP(LN2(X')) + Adapter(X')``: the
+      adapter-only baseline.
+
+    Prefix tokens are always active. In training the mask multiplies the
+    outputs of a dense computation (the straight-through gradient reaches the
+    dispatcher); in evaluation only active tokens (or samples) are computed.
+
+    Args:
+        embed_dims (int): Token channels.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): MLP hidden width over ``embed_dims``.
+            Defaults to 4.
+        qkv_bias (bool): Whether the qkv projection has a bias.
+            Defaults to True.
+        drop_rate (float): Dropout after the attention and MLP projections.
+            Defaults to 0.
+        attn_drop_rate (float): Dropout on attention weights. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        layer_scale_init_value (float, optional): Layer-scale init value;
+            None for no layer scale (timm's ``init_values``). Defaults to None.
+        num_prefix_tokens (int): Leading tokens that are always active
+            (the cls token). Defaults to 1.
+        dispatch (str, optional): One of :data:`DISPATCH_MODES`.
+            Defaults to ``'mlp'``.
+        dispatcher_cfg (dict, optional): Extra arguments of every
+            :class:`TokenDispatcher` (``tau``, ``threshold``). Defaults to None.
+        adapter_cfg (dict, optional): Config of every adapter (``type`` is
+            ``'Adapter'`` or ``'MoEAdapter'``); ``embed_dims`` is filled in.
+            Defaults to ``dict(type='Adapter')``.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: Optional[float] = None,
+                 num_prefix_tokens: int = 1,
+                 dispatch: Optional[str] = 'mlp',
+                 dispatcher_cfg: Optional[dict] = None,
+                 adapter_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.dispatch = check_dispatch(dispatch)
+        self.num_prefix_tokens = num_prefix_tokens
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+
+        # the pre-trained ViT block, named as in timm
+        self.norm1 = norm_layer(embed_dims)
+        self.attn = Attention(
+            embed_dims,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop_rate,
+            proj_drop=drop_rate)
+        self.ls1 = LayerScale(embed_dims, layer_scale_init_value) \
+            if layer_scale_init_value else nn.Identity()
+        self.drop_path1 = DropPath(drop_path_rate) \
+            if drop_path_rate > 0 else nn.Identity()
+        self.norm2 = norm_layer(embed_dims)
+        self.mlp = Mlp(
+            embed_dims,
+            hidden_features=int(embed_dims * mlp_ratio),
+            act_layer=nn.GELU,
+            drop=drop_rate)
+        self.ls2 = LayerScale(embed_dims, layer_scale_init_value) \
+            if layer_scale_init_value else nn.Identity()
+        self.drop_path2 = DropPath(drop_path_rate) \
+            if drop_path_rate > 0 else nn.Identity()
+
+        # DyT: a dispatcher and an adapter at each dispatch site
+        dispatcher_cfg = dict(dispatcher_cfg or {})
+        adapter_cfg = dict(adapter_cfg or dict(type='Adapter'))
+        sites = {
+            'mlp': ('mlp', ),
+            'attn': ('attn', ),
+            'attn_mlp': ('attn', 'mlp'),
+            'layer': ('layer', ),
+            None: (),
+        }[dispatch]
+        for site in ('attn', 'mlp', 'layer'):
+            has_dispatcher = site in sites
+            has_adapter = has_dispatcher or (dispatch is None
+                                             and site == 'mlp')
+            setattr(
+                self, f'{site}_dispatcher',
+                MODELS.build(
+                    dict(
+                        type='TokenDispatcher',
+                        embed_dims=embed_dims,
+                        **dispatcher_cfg)) if has_dispatcher else None)
+            setattr(
+                self, f'{site}_adapter',
+                MODELS.build(dict(adapter_cfg, embed_dims=embed_dims))
+                if has_adapter else None)
+
+    # ------------------------------------------------------------------ utils
+    def _attn_update(self, x: Tensor) -> Tensor:
+        return self.ls1(self.attn(self.norm1(x)))
+
+    def _mlp_update(self, x: Tensor) -> Tensor:
+        return self.ls2(self.mlp(self.norm2(x)))
+
+    def _decide(self, dispatcher: nn.Module, tokens: Tensor,
+                complete: bool) -> Tensor:
+        """Mask of the dispatched (non-prefix) ``tokens`` (B, M, C)."""
+        if complete:
+            return tokens.new_ones(tokens.shape[:2])
+        return dispatcher(tokens)
+
+    def _with_prefix(self, mask: Tensor) -> Tensor:
+        """Prepend the always-active prefix tokens to a token mask."""
+        prefix = mask.new_ones(mask.shape[0], self.num_prefix_tokens)
+        return torch.cat([prefix, mask], dim=1)
+
+    # --------------------------------------------------------------- sub-layers
+    def _attn_part(self, x: Tensor, complete: bool,
+                   masks: List[Tensor]) -> Tensor:
+        if self.attn_dispatcher is None:
+            return x + self.drop_path1(self._attn_update(x))
+        mask = self._decide(self.attn_dispatcher,
+                            x[:, self.num_prefix_tokens:], complete)
+        masks.append(mask)
+        if complete:
+            out = x + self.drop_path1(self._attn_update(x))
+        elif self.training:
+            out = x + self.drop_path1(
+                self._attn_update(x) * self._with_prefix(mask)[..., None])
+        else:
+            full = self._with_prefix(mask)
+            update = self.ls1(query_subset_attention(self.attn,
+                                                     self.norm1(x), full))
+            out = x.flatten(0, 1).index_add(0, active_index(full),
+                                            update).view_as(x)
+        return out + self.attn_adapter(x)
+
+    def _mlp_part(self, x: Tensor, complete: bool,
+                  masks: List[Tensor]) -> Tensor:
+        if self.mlp_dispatcher is None:
+            out = x + self.drop_path2(self._mlp_update(x))
+        else:
+            mask = self._decide(self.mlp_dispatcher,
+                                x[:, self.num_prefix_tokens:], complete)
+            masks.append(mask)
+            if complete:
+                out = x + self.drop_path2(self._mlp_update(x))
+            elif self.training:
+                out = x + self.drop_path2(
+                    self._mlp_update(x) * self._with_prefix(mask)[..., None])
+            else:
+                out = gathered_residual(x, self._with_prefix(mask),
+                                        self._mlp_update)
+        if self.mlp_adapter is not None:
+            out = out + self.mlp_adapter(x)
+        return out
+
+    def _block_update(self, x: Tensor) -> Tensor:
+        """``Block(x) - x`` of the whole pre-trained block."""
+        attn = self.drop_path1(self._attn_update(x))
+        return attn + self.drop_path2(self._mlp_update(x + attn))
+
+    def _layer_forward(self, x: Tensor, complete: bool,
+                       masks: List[Tensor]) -> Tensor:
+        summary = x[:, :1] if self.num_prefix_tokens else x.mean(
+            dim=1, keepdim=True)
+        mask = self._decide(self.layer_dispatcher, summary, complete)
+        masks.append(mask)
+        if complete:
+            out = x + self._block_update(x)
+        elif self.training:
+            out = x + mask[..., None] * self._block_update(x)
+        else:
+            index = active_index(mask)
+            out = x.index_add(0, index, self._block_update(x[index]))
+        return out + self.layer_adapter(x)
+
+    def forward(self,
+                x: Tensor,
+                complete: bool = False) -> Tuple[Tensor, List[Tensor]]:
+        """Run the block.
+
+        Args:
+            x (Tensor): Tokens (B, N, C), prefix tokens first.
+            complete (bool): Run every token through every sub-layer (the
+                "complete" model of DyT's distillation); the dispatchers are
+                not called. Defaults to False.
+
+        Returns:
+            tuple[Tensor, list[Tensor]]: The output tokens (B, N, C) and the
+            masks of this block's dispatchers, attention first: (B, N - P)
+            per token mask, (B, 1) for ``'layer'``. All ones when
+            ``complete``.
+        """
+        masks: List[Tensor] = []
+        if self.dispatch == 'layer':
+            return self._layer_forward(x, complete, masks), masks
+        x = self._attn_part(x, complete, masks)
+        x = self._mlp_part(x, complete, masks)
+        return x, masks

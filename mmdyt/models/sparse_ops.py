@@ -1,0 +1,78 @@
+"""Gathered (sparse) evaluation of a block's sub-layers on active tokens only.
+
+These are the inference kernels of DyT (DESIGN.md "Efficient inference"):
+skipped tokens cost nothing. They equal the masked formulation used in
+training to float tolerance.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention
+from torch import Tensor
+
+
+def active_index(mask: Tensor) -> Tensor:
+    """Return the flat indices of the active entries of ``mask`` (any shape)."""
+    return mask.flatten().nonzero().squeeze(1)
+
+
+def gathered_residual(x: Tensor, mask: Tensor,
+                      fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Compute ``x + mask * fn(x)`` running the token-wise ``fn`` on active
+    tokens only.
+
+    The batch is flattened to ``(B*N, C)`` so that images with different
+    numbers of active tokens need no padding.
+
+    Args:
+        x (Tensor): Tokens (B, N, C).
+        mask (Tensor): Activation mask (B, N), non-zero for active tokens.
+        fn (Callable): A token-wise function ``(M, C) -> (M, C)``.
+    """
+    flat = x.flatten(0, 1)
+    index = active_index(mask)
+    return flat.index_add(0, index, fn(flat[index])).view_as(x)
+
+
+def query_subset_attention(attn: Attention, x: Tensor,
+                           mask: Tensor) -> Tensor:
+    """Self-attention outputs for the active tokens of ``x`` only.
+
+    Queries come from the active tokens, keys and values from all tokens
+    (mmdyt's choice for attention dispatch, DESIGN.md section 1). Queries are
+    padded to the largest active count in the batch for one batched
+    ``scaled_dot_product_attention`` call.
+
+    Args:
+        attn (Attention): A timm attention module (its weights are used).
+        x (Tensor): Normalised tokens (B, N, C).
+        mask (Tensor): Activation mask (B, N), non-zero for active queries.
+
+    Returns:
+        Tensor: Outputs of the active tokens, (num_active, C), in the order of
+        :func:`active_index` of ``mask``.
+    """
+    batch, num_tokens, channels = x.shape
+    heads, head_dim, dims = attn.num_heads, attn.head_dim, attn.attn_dim
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    kv = F.linear(x, weight[dims:], None if bias is None else bias[dims:])
+    k, v = kv.reshape(batch, num_tokens, 2, heads,
+                      head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    k = attn.k_norm(k)
+
+    active = mask.bool()
+    counts = active.sum(dim=1)
+    width = int(counts.max()) if batch else 0
+    # active tokens first, in their original order
+    order = torch.sort((~active).to(torch.uint8), dim=1,
+                       stable=True).indices[:, :width]
+    valid = torch.arange(width, device=x.device) < counts[:, None]
+    x_q = torch.gather(x, 1, order[..., None].expand(-1, -1, channels))
+    q = F.linear(x_q, weight[:dims], None if bias is None else bias[:dims])
+    q = attn.q_norm(q.reshape(batch, width, heads, head_dim).transpose(1, 2))
+    out = F.scaled_dot_product_attention(q, k, v)
+    out = attn.norm(out.transpose(1, 2).reshape(batch, width, dims)[valid])
+    if getattr(attn, 'gate', None) is not None:
+        out = out * attn.gate(x_q[valid]).sigmoid()
+    return attn.proj_drop(attn.proj(out))
