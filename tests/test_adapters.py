@@ -1,0 +1,82 @@
+"""Adapter and MoEAdapter."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdyt.models import Adapter, MoEAdapter
+from mmdyt.registry import MODELS
+
+
+def test_fresh_adapter_is_zero_and_has_the_paper_size():
+    adapter = Adapter(embed_dims=768, bottleneck=64)
+    assert adapter(torch.randn(2, 5, 768)).abs().max() == 0
+    # METHOD.md: 768*64*2 + 64 + 768 per block
+    assert sum(p.numel() for p in adapter.parameters()) == 99136
+
+
+def test_adapter_formula():
+    adapter = Adapter(embed_dims=8, bottleneck=4, scale=0.1, dropout=0.).eval()
+    torch.nn.init.normal_(adapter.up.weight)
+    torch.nn.init.normal_(adapter.up.bias)
+    x = torch.randn(3, 8)
+    hidden = F.relu(x @ adapter.down.weight.T + adapter.down.bias)
+    expected = 0.1 * (hidden @ adapter.up.weight.T) + 0.1 * adapter.up.bias
+    torch.testing.assert_close(adapter(x), expected)
+
+
+def _randomise(module):
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(0, 0.2)
+
+
+def test_moe_adapter_runs_one_adapter_with_per_sample_merged_weights():
+    moe = MoEAdapter(embed_dims=8, num_experts=3, bottleneck=4,
+                     dropout=0.).eval()
+    _randomise(moe)
+    x = torch.randn(2, 6, 8)
+    alpha = moe.routing_weights(x)
+    assert alpha.shape == (2, 3)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(2))
+    out = moe(x)
+    for b in range(2):  # reference: a plain Adapter with the merged weights
+        ref = Adapter(embed_dims=8, bottleneck=4, dropout=0.).eval()
+        with torch.no_grad():
+            mix = lambda p: torch.einsum('e,e...->...', alpha[b], p)  # noqa
+            ref.down.weight.copy_(mix(moe.down_weight))
+            ref.down.bias.copy_(mix(moe.down_bias))
+            ref.up.weight.copy_(mix(moe.up_weight))
+            ref.up.bias.copy_(mix(moe.up_bias))
+        torch.testing.assert_close(out[b], ref(x[b]))
+
+
+def test_moe_adapter_routes_per_image_not_per_token():
+    moe = MoEAdapter(embed_dims=8, num_experts=4, dropout=0.)
+    _randomise(moe)
+    x = torch.randn(1, 6, 8)
+    # permuting the tokens permutes the output: one routing per image
+    perm = torch.randperm(6)
+    torch.testing.assert_close(moe(x)[:, perm], moe(x[:, perm]))
+
+
+def test_moe_adapter_size_and_zero_init():
+    moe = MoEAdapter(embed_dims=768, num_experts=4, bottleneck=64)
+    assert moe(torch.randn(2, 5, 768)).abs().max() == 0
+    # METHOD.md: 4 experts + Linear(768, 4) router per block (4.80M / 12)
+    assert sum(p.numel() for p in moe.parameters()) == 4 * 99136 + 769 * 4
+
+
+def test_adapters_build_from_config():
+    adapter = MODELS.build(dict(type='MoEAdapter', embed_dims=8,
+                                num_experts=2))
+    assert isinstance(adapter, MoEAdapter)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(bottleneck=0), 'bottleneck'),
+    (dict(dropout=1.0), 'dropout'),
+    (dict(num_experts=0), 'num_experts'),
+])
+def test_adapter_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MoEAdapter(embed_dims=8, **kwargs)
