@@ -1,0 +1,7 @@
+from .dispatch_stats_hook import DispatchStatsHook, find_dyt_backbone
+from .parameter_count_hook import ParameterCountHook, count_parameters
+
+__all__ = [
+    'DispatchStatsHook', 'ParameterCountHook', 'count_parameters',
+    'find_dyt_backbone'
+]

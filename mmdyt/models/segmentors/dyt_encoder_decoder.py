@@ -1,0 +1,69 @@
+"""DyTEncoderDecoder: mmseg's EncoderDecoder with DyT's losses."""
+from typing import List, Optional
+
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.utils import SampleList, add_prefix
+from torch import Tensor
+
+from mmdyt.registry import MODELS, register_model
+
+
+@register_model(scopes=('mmseg', ))
+class DyTEncoderDecoder(EncoderDecoder):
+    """EncoderDecoder whose training adds DyT's rate and distillation losses.
+
+    Losses: mmseg's (``decode.loss_ce``, ``aux.loss_ce``, ...) plus
+    ``loss_rate`` (and the measured rate ``act_rate``, logged); with
+    ``dyt_loss=dict(distill=True)`` also ``loss_distill``, the per-pixel KL
+    between the decode head's logits with and without skipping, and the
+    complete model's own decode loss (``complete.decode.loss_ce``).
+    Prediction and ``tensor`` mode are mmseg's.
+
+    Args:
+        dyt_loss (dict, optional): Arguments of :class:`DyTLoss`
+            (``target_rate``, ``rate_weight``, ``distill``, ...).
+            Defaults to None, i.e. ``DyTLoss()``: rate 0.5, weight 2, no
+            distillation.
+        **kwargs: The arguments of mmseg's ``EncoderDecoder``; the backbone
+            must be a :class:`DyTViT` with a dispatcher.
+    """
+
+    def __init__(self, dyt_loss: Optional[dict] = None, **kwargs):
+        super().__init__(**kwargs)
+        if not getattr(self.backbone, 'dispatch_sites', None):
+            raise ValueError(
+                'DyTEncoderDecoder needs a DyTViT backbone with token '
+                f'dispatchers, got {type(self.backbone).__name__} '
+                f"(dispatch={getattr(self.backbone, 'dispatch', None)!r}); "
+                'use EncoderDecoder for the adapter-only baseline')
+        self.dyt_loss = MODELS.build(dict(type='DyTLoss', **(dyt_loss or {})))
+
+    def extract_feat(self, inputs: Tensor, complete: bool = False
+                     ) -> List[Tensor]:
+        """Backbone (and neck) features; ``complete`` skips no token."""
+        x = self.backbone(inputs, complete=complete)
+        if self.with_neck:
+            x = self.neck(x)
+        return x
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Task, rate and (optionally) distillation losses of a batch."""
+        x = self.extract_feat(inputs)
+        masks = self.backbone.dispatch_masks
+        seg_logits = self.decode_head(x)
+        losses = add_prefix(
+            self.decode_head.loss_by_feat(seg_logits, data_samples),
+            'decode')
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        losses.update(self.dyt_loss.rate_losses(masks))
+        if self.dyt_loss.distill:
+            teacher_logits = self.decode_head(
+                self.extract_feat(inputs, complete=True))
+            teacher_losses = add_prefix(
+                self.decode_head.loss_by_feat(teacher_logits, data_samples),
+                'decode')
+            losses.update(
+                self.dyt_loss.complete_losses(seg_logits, teacher_logits,
+                                              teacher_losses))
+        return losses

@@ -1,0 +1,102 @@
+"""An analytic FLOPs model of DyTViT at given activation rates.
+
+FLOPs are counted as multiply-accumulates, the convention of fvcore and
+mmengine's counter that the paper's numbers use (ViT-B/16 at 224: 17.58 G).
+Linear layers, the attention matmuls, adapters, routers and dispatchers are
+counted; normalisation, activations and additions are not.
+
+Everything is linear in the number of computed tokens for a fixed input size,
+so the FLOPs at the mean activation rate over a set of inputs equal the mean
+of the per-input FLOPs: rates measured over a dataset give its mean FLOPs.
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+from mmdyt.models.adapters import MoEAdapter
+
+
+@dataclass
+class FlopsReport:
+    """FLOPs (multiply-accumulates) of one image through a DyTViT.
+
+    Attributes:
+        patch_embed (float): The patch embedding.
+        blocks (list[float]): Each executed block, adapters and dispatchers
+            included.
+    """
+    patch_embed: float
+    blocks: List[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        """FLOPs of the backbone for one image."""
+        return self.patch_embed + sum(self.blocks)
+
+
+def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
+                   channels: int) -> float:
+    if adapter is None:
+        return 0.
+    if isinstance(adapter, MoEAdapter):
+        experts, bottleneck = adapter.down_weight.shape[:2]
+        # router on the token mean, merging 2 weight matrices per image
+        merge = channels * experts + 2 * experts * bottleneck * channels
+        return 2 * num_tokens * channels * bottleneck + merge
+    return 2 * num_tokens * channels * adapter.down.out_features
+
+
+def dyt_vit_flops(backbone: nn.Module,
+                  img_size: Tuple[int, int],
+                  rates: Optional[Sequence[float]] = None,
+                  with_dyt: bool = True) -> FlopsReport:
+    """FLOPs of one image (or frame) through ``backbone``.
+
+    Args:
+        backbone (DyTViT): The model (its structure is read, not run).
+        img_size (tuple[int, int]): Input height and width.
+        rates (Sequence[float], optional): Activation rate of every
+            dispatcher, in :attr:`DyTViT.dispatch_sites` order (for
+            ``'layer'`` dispatch the fraction of computed samples). None means
+            every token is computed. Defaults to None.
+        with_dyt (bool): Count adapters and dispatchers. False gives the
+            plain pre-trained ViT. Defaults to True.
+
+    Returns:
+        FlopsReport: The patch embedding's and each executed block's FLOPs.
+    """
+    channels = backbone.embed_dims
+    hidden = backbone.arch_settings['feedforward_channels']
+    patch = backbone.patch_size
+    grid = (img_size[0] // patch, img_size[1] // patch)
+    patches = grid[0] * grid[1]
+    prefix = backbone.num_prefix_tokens
+    tokens = prefix + patches
+    sites = backbone.dispatch_sites
+    if rates is None:
+        rates = [1.0] * len(sites)
+    if len(rates) != len(sites):
+        raise ValueError(f'got {len(rates)} rates for {len(sites)} '
+                         'dispatchers')
+    rate_of = dict(zip(sites, rates))
+
+    report = FlopsReport(
+        patch_embed=patches * channels * backbone.in_channels * patch * patch)
+    for index, block in enumerate(backbone.blocks[:max(backbone.out_indices) +
+                                                  1]):
+        queries = prefix + rate_of.get((index, 'attn'), 1.) * patches
+        computed = prefix + rate_of.get((index, 'mlp'), 1.) * patches
+        attn = (2 * tokens * channels * channels  # keys and values
+                + 2 * queries * channels * channels  # queries, projection
+                + 2 * queries * tokens * channels)  # scores, weighted sum
+        mlp = 2 * computed * channels * hidden
+        flops = (attn + mlp) * rate_of.get((index, 'layer'), 1.)
+        if with_dyt:
+            for site in ('attn', 'mlp', 'layer'):
+                flops += _adapter_flops(
+                    getattr(block, f'{site}_adapter'), tokens, channels)
+                if getattr(block, f'{site}_dispatcher') is not None:
+                    flops += channels * (1 if site == 'layer' else patches)
+        report.blocks.append(flops)
+    return report

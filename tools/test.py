@@ -1,0 +1,59 @@
+"""Evaluate a trained model on the config's test set.
+
+Examples::
+
+    python tools/test.py configs/demo/seg_demo.py work_dirs/seg_demo/iter_800.pth
+    python tools/test.py CONFIG CKPT --dispatch-threshold 0.6  # skip more
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.utils.config import build_runner, load_config
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs and metrics go')
+    parser.add_argument(
+        '--dispatch-threshold',
+        type=float,
+        help='evaluation threshold of the token dispatchers in (0, 1): '
+        'higher skips more tokens (default: the config\'s, 0.5)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.dispatch_threshold is not None:
+        backbone = cfg.model.backbone
+        backbone.dispatcher_cfg = dict(
+            backbone.get('dispatcher_cfg') or {},
+            threshold=args.dispatch_threshold)
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

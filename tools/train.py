@@ -1,0 +1,72 @@
+"""Train a DyT model (or any mmseg / mmaction2 model) from a config.
+
+The library follows from the config's ``default_scope``. Examples::
+
+    python tools/train.py configs/ade20k/dyt_vitb.py
+    python tools/train.py configs/demo/seg_demo.py --resume   # latest ckpt
+    bash tools/dist_train.sh configs/ade20k/dyt_vitb.py 8
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.utils.config import build_runner, load_config
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        help='resume from this checkpoint, or without a path from the '
+        'latest checkpoint in the work directory')
+    parser.add_argument(
+        '--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate during training')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. '
+        'model.backbone.dispatcher_cfg.tau=1.0')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.launcher = args.launcher
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise ValueError(f'--amp does not support optim_wrapper type '
+                             f'{wrapper!r}')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
