@@ -7,6 +7,8 @@ existing config of either library (with ``custom_imports=dict(imports=
 """
 from typing import Callable, Sequence, Type
 
+import torch.nn as nn
+from mmengine.registry import DefaultScope
 from mmaction.registry import HOOKS as MMACTION_HOOKS
 from mmaction.registry import MODELS as MMACTION_MODELS
 from mmseg.registry import HOOKS as MMSEG_HOOKS
@@ -17,10 +19,20 @@ _REGISTRIES = {
     'hook': {'mmseg': MMSEG_HOOKS, 'mmaction': MMACTION_HOOKS},
 }
 
-#: The registry mmdyt builds its own sub-modules with. Every shared mmdyt
-#: module is in both libraries' registries, and ``build`` switches to the
-#: default scope's registry when one is set, so this serves both libraries.
-MODELS = MMSEG_MODELS
+
+def build_model(cfg: dict) -> nn.Module:
+    """Build a model component from ``cfg`` in the current library's registry.
+
+    With ``default_scope`` ``'mmaction'`` mmaction2's registry is used, else
+    mmseg's (never mmengine's root registry, which a Runner of another scope
+    may have made the default). Shared mmdyt modules are in both.
+    """
+    current = DefaultScope.get_current_instance()
+    scope = current.scope_name if current is not None else None
+    cfg = dict(cfg)
+    cfg.setdefault('_scope_', scope if scope in _REGISTRIES['model'] else
+                   'mmseg')
+    return _REGISTRIES['model'][cfg['_scope_']].build(cfg)
 
 
 def _register(kind: str, scopes: Sequence[str]) -> Callable[[Type], Type]:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdyt.models import Adapter, MoEAdapter
-from mmdyt.registry import MODELS
+from mmdyt.registry import build_model
 
 
 def test_fresh_adapter_is_zero_and_has_the_paper_size():
@@ -67,7 +67,7 @@ def test_moe_adapter_size_and_zero_init():
 
 
 def test_adapters_build_from_config():
-    adapter = MODELS.build(dict(type='MoEAdapter', embed_dims=8,
+    adapter = build_model(dict(type='MoEAdapter', embed_dims=8,
                                 num_experts=2))
     assert isinstance(adapter, MoEAdapter)
 

@@ -8,7 +8,8 @@ from mmengine.model import BaseModule
 from timm.layers import Attention, DropPath, LayerScale, Mlp
 from torch import Tensor
 
-from mmdyt.registry import MODELS, register_model
+from mmdyt.registry import build_model, register_model
+from .dispatcher import TokenDispatcher
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
 
 #: Values of ``dispatch``: where the token mask acts (DESIGN.md section 1).
@@ -130,14 +131,11 @@ class DyTBlock(BaseModule):
                                              and site == 'mlp')
             setattr(
                 self, f'{site}_dispatcher',
-                MODELS.build(
-                    dict(
-                        type='TokenDispatcher',
-                        embed_dims=embed_dims,
-                        **dispatcher_cfg)) if has_dispatcher else None)
+                TokenDispatcher(embed_dims, **dispatcher_cfg)
+                if has_dispatcher else None)
             setattr(
                 self, f'{site}_adapter',
-                MODELS.build(dict(adapter_cfg, embed_dims=embed_dims))
+                build_model(dict(adapter_cfg, embed_dims=embed_dims))
                 if has_adapter else None)
 
     # ------------------------------------------------------------------ utils

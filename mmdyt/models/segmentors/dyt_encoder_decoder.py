@@ -5,7 +5,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.utils import SampleList, add_prefix
 from torch import Tensor
 
-from mmdyt.registry import MODELS, register_model
+from mmdyt.registry import build_model, register_model
 
 
 @register_model(scopes=('mmseg', ))
@@ -36,7 +36,7 @@ class DyTEncoderDecoder(EncoderDecoder):
                 f'dispatchers, got {type(self.backbone).__name__} '
                 f"(dispatch={getattr(self.backbone, 'dispatch', None)!r}); "
                 'use EncoderDecoder for the adapter-only baseline')
-        self.dyt_loss = MODELS.build(dict(type='DyTLoss', **(dyt_loss or {})))
+        self.dyt_loss = build_model(dict(type='DyTLoss', **(dyt_loss or {})))
 
     def extract_feat(self, inputs: Tensor, complete: bool = False
                      ) -> List[Tensor]:
