@@ -56,7 +56,7 @@ class DispatchStatsHook(Hook):
         ], dtype=torch.float64)
         self._stats['forward'] += stats
 
-    def _before_epoch(self, runner) -> None:
+    def _start(self, runner) -> None:
         backbone = find_dyt_backbone(runner.model)
         if backbone is None or not backbone.dispatch_sites:
             return
@@ -67,11 +67,11 @@ class DispatchStatsHook(Hook):
             samples=torch.zeros(1, dtype=torch.float64))
         self._handle = backbone.register_forward_hook(self._on_forward)
 
-    def _after_iter(self, runner, outputs) -> None:
+    def _count(self, runner, outputs) -> None:
         if self._handle is not None and outputs is not None:
             self._stats['samples'] += len(outputs)
 
-    def _after_epoch(self, runner, metrics: Optional[dict]) -> None:
+    def _finish(self, runner, metrics: Optional[dict]) -> None:
         if self._handle is None:
             return
         self._handle.remove()
@@ -88,21 +88,21 @@ class DispatchStatsHook(Hook):
             complete_flops / samples / 1e9, 4)
 
     def before_val_epoch(self, runner) -> None:
-        self._before_epoch(runner)
+        self._start(runner)
 
     def before_test_epoch(self, runner) -> None:
-        self._before_epoch(runner)
+        self._start(runner)
 
     def after_val_iter(self, runner, batch_idx, data_batch=None,
                        outputs=None) -> None:
-        self._after_iter(runner, outputs)
+        self._count(runner, outputs)
 
     def after_test_iter(self, runner, batch_idx, data_batch=None,
                         outputs=None) -> None:
-        self._after_iter(runner, outputs)
+        self._count(runner, outputs)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._after_epoch(runner, metrics)
+        self._finish(runner, metrics)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
-        self._after_epoch(runner, metrics)
+        self._finish(runner, metrics)
