@@ -24,8 +24,21 @@ $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-demo: install
-	@echo 'make demo is not implemented yet (segmentation demo: see issue 4)'; exit 1
+# The main job: generate data, pre-train the small demo ViT (it stands in for
+# a downloaded checkpoint), adapt it frozen with DyT, evaluate.
+demo: demo-seg
+
+demo-seg: install
+	$(PY) tools/make_demo_data.py --task seg --out data/demo
+	$(PY) tools/pretrain_demo_vit.py --out data/demo/demo_vit.pth
+	$(PY) tools/train.py configs/demo/seg_demo.py --work-dir work_dirs/seg_demo
+	$(PY) tools/test.py configs/demo/seg_demo.py "$$(cat work_dirs/seg_demo/last_checkpoint)" --work-dir work_dirs/seg_demo/test
+
+demo-video: install
+	$(PY) tools/make_demo_data.py --task video --out data/demo
+	$(PY) tools/pretrain_demo_vit.py --out data/demo/demo_vit.pth
+	$(PY) tools/train.py configs/demo/video_demo.py --work-dir work_dirs/video_demo
+	$(PY) tools/test.py configs/demo/video_demo.py "$$(cat work_dirs/video_demo/last_checkpoint)" --work-dir work_dirs/video_demo/test
 
 clean:
 	rm -rf work_dirs data/demo
