@@ -52,7 +52,21 @@ def main() -> None:
         backbone.dispatcher_cfg = dict(
             backbone.get('dispatcher_cfg') or {},
             threshold=args.dispatch_threshold)
-    build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    print_summary(metrics)
+
+
+def print_summary(metrics: dict) -> None:
+    """Print the test metrics, and DyT's saving when it was measured."""
+    print('\n=== test results ===')
+    for name, value in metrics.items():
+        print(f'{name}: {value}')
+    if 'backbone_gflops' in metrics:
+        dyt = metrics['backbone_gflops']
+        complete = metrics['backbone_gflops_complete']
+        print(f'backbone GFLOPs per sample: DyT {dyt:.4f} vs {complete:.4f} '
+              f'without skipping ({100 * (1 - dyt / complete):.1f}% saved) '
+              f"at activation rate {metrics['act_rate']:.3f}")
 
 
 if __name__ == '__main__':

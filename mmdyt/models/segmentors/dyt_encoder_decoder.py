@@ -25,18 +25,22 @@ class DyTEncoderDecoder(EncoderDecoder):
             Defaults to None, i.e. ``DyTLoss()``: rate 0.5, weight 2, no
             distillation.
         **kwargs: The arguments of mmseg's ``EncoderDecoder``; the backbone
-            must be a :class:`DyTViT` with a dispatcher.
+            must be a :class:`DyTViT`. With ``dispatch=None`` (the
+            adapter-only baseline) there is no rate or distillation loss.
     """
 
     def __init__(self, dyt_loss: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
-        if not getattr(self.backbone, 'dispatch_sites', None):
+        if not hasattr(self.backbone, 'dispatch_sites'):
             raise ValueError(
-                'DyTEncoderDecoder needs a DyTViT backbone with token '
-                f'dispatchers, got {type(self.backbone).__name__} '
-                f"(dispatch={getattr(self.backbone, 'dispatch', None)!r}); "
-                'use EncoderDecoder for the adapter-only baseline')
+                'DyTEncoderDecoder needs a DyTViT backbone, got '
+                f'{type(self.backbone).__name__}')
         self.dyt_loss = build_model(dict(type='DyTLoss', **(dyt_loss or {})))
+        self.with_dispatch = bool(self.backbone.dispatch_sites)
+        if self.dyt_loss.distill and not self.with_dispatch:
+            raise ValueError(
+                'dyt_loss.distill=True needs token dispatchers: without '
+                'them (dispatch=None) the complete model is the model')
 
     def extract_feat(self, inputs: Tensor, complete: bool = False
                      ) -> List[Tensor]:
@@ -56,7 +60,8 @@ class DyTEncoderDecoder(EncoderDecoder):
             'decode')
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(x, data_samples))
-        losses.update(self.dyt_loss.rate_losses(masks))
+        if self.with_dispatch:
+            losses.update(self.dyt_loss.rate_losses(masks))
         if self.dyt_loss.distill:
             teacher_logits = self.decode_head(
                 self.extract_feat(inputs, complete=True))

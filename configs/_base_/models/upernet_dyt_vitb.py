@@ -1,0 +1,31 @@
+# DyT ViT-B/16 + simple FPN (mmseg's Feature2Pyramid, as in its BEiT/MAE
+# configs) + UperNet (channels 768) + FCN auxiliary head: the paper's
+# segmentation model (METHOD.md section 5). Only the backbone and the
+# segmentor type differ from mmseg's MAE UperNet base.
+_base_ = ['mmseg::_base_/models/upernet_mae.py']
+custom_imports = dict(imports=['mmdyt'], allow_failed_imports=False)
+
+# the IN-21K timm checkpoint (jx_vit_base_patch16_224_in21k) in timm format
+pretrained = 'pretrain/vit_base_patch16_224_in21k.pth'
+model = dict(
+    type='DyTEncoderDecoder',
+    # IN-21K ViTs use Inception normalisation: mean = std = 127.5
+    data_preprocessor=dict(mean=[127.5, 127.5, 127.5],
+                           std=[127.5, 127.5, 127.5]),
+    backbone=dict(
+        _delete_=True,
+        type='DyTViT',
+        arch='base',
+        img_size=(512, 512),
+        patch_size=16,
+        out_indices=(3, 5, 7, 11),
+        drop_path_rate=0.1,
+        dispatch='mlp',
+        dispatcher_cfg=dict(tau=5.0, threshold=0.5),
+        adapter_cfg=dict(type='Adapter', bottleneck=64, scale=0.1),
+        frozen=True,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5]),
+    decode_head=dict(in_channels=[768, 768, 768, 768], channels=768),
+    auxiliary_head=dict(in_channels=768),
+    dyt_loss=dict(target_rate=0.5, rate_weight=2.0, distill=False))

@@ -1,0 +1,21 @@
+# DyT ViT-B/16 + UperNet on ADE20K, 512x512, 160k iterations at batch 16
+# (8 GPUs x 2): the paper's recipe (Table 10, METHOD.md section 5), target
+# activation rate 0.5, no distillation.
+#   bash tools/dist_train.sh configs/ade20k/dyt_vitb.py 8
+_base_ = [
+    '../_base_/models/upernet_dyt_vitb.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/dyt_seg_160k.py',
+]
+crop_size = (512, 512)
+num_classes = 150
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    decode_head=dict(num_classes=num_classes),
+    auxiliary_head=dict(num_classes=num_classes),
+    # single-scale sliding-window test (crop 512, stride 341)
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader
