@@ -16,7 +16,8 @@ $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/
 	@echo '[install] installing pinned dependencies (requirements/*.txt)'
 	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
 	@# keep a compiled mmcv if there is one; else the pure-Python mmcv-lite
-	@$(PY) -c 'import mmcv' 2>/dev/null || $(PIP) install -r requirements/mmcv_lite.txt
+	@if $(PY) -c 'import mmcv' 2>/dev/null; then echo '[install] keeping the installed mmcv'; \
+	else echo '[install] installing mmcv-lite (requirements/mmcv_lite.txt)'; $(PIP) install -r requirements/mmcv_lite.txt; fi
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $@
 	@echo '[install] done'
