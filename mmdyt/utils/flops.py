@@ -1,13 +1,24 @@
 """An analytic FLOPs model of DyTViT at given activation rates.
 
 FLOPs are counted as multiply-accumulates, the convention of fvcore and
-mmengine's counter that the paper's numbers use (ViT-B/16 at 224: 17.58 G).
-Linear layers, the attention matmuls, adapters, routers and dispatchers are
-counted; normalisation, activations and additions are not.
+mmengine's counter that the paper's numbers use (ViT-B/16 at 224: 17.58 G),
+and with the same rules as those counters, so that the model agrees with them
+exactly on a traced forward (``tests/test_flops.py``):
+
+- linear layers, convolutions and the attention matmuls (``q k^T`` and the
+  weighted sum): one FLOP per multiply-accumulate, biases free;
+- LayerNorm: 5 FLOPs per element (fvcore's estimate for an affine norm);
+- activations, softmax, additions and the mask comparisons: free.
+
+Adapters, MoE routers (and their weight merging) and dispatchers are counted
+on the tokens they see. Only the tokens a DyT block really computes are
+counted: at an activation rate ``r`` the MLP (and its LayerNorm) of a
+``'mlp'``-dispatched block sees ``prefix + r * patches`` tokens.
 
 Everything is linear in the number of computed tokens for a fixed input size,
 so the FLOPs at the mean activation rate over a set of inputs equal the mean
 of the per-input FLOPs: rates measured over a dataset give its mean FLOPs.
+A video clip costs its number of frames times the FLOPs of one frame.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -15,6 +26,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch.nn as nn
 
 from mmdyt.models.adapters import MoEAdapter
+
+#: FLOPs per element of an affine LayerNorm (fvcore's and mmengine's rule).
+NORM_FLOPS_PER_ELEMENT = 5
 
 
 @dataclass
@@ -25,14 +39,17 @@ class FlopsReport:
         patch_embed (float): The patch embedding.
         blocks (list[float]): Each executed block, adapters and dispatchers
             included.
+        final_norm (float): The final LayerNorm, if the backbone has one and
+            runs its last block. Defaults to 0.
     """
     patch_embed: float
     blocks: List[float] = field(default_factory=list)
+    final_norm: float = 0.
 
     @property
     def total(self) -> float:
         """FLOPs of the backbone for one image."""
-        return self.patch_embed + sum(self.blocks)
+        return self.patch_embed + sum(self.blocks) + self.final_norm
 
 
 def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
@@ -41,8 +58,10 @@ def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
         return 0.
     if isinstance(adapter, MoEAdapter):
         experts, bottleneck = adapter.down_weight.shape[:2]
-        # router on the token mean, merging 2 weight matrices per image
-        merge = channels * experts + 2 * experts * bottleneck * channels
+        # per image: the router on the token mean, then merging the experts'
+        # two weight matrices and two biases
+        merge = (channels * experts + 2 * experts * bottleneck * channels +
+                 experts * (bottleneck + channels))
         return 2 * num_tokens * channels * bottleneck + merge
     return 2 * num_tokens * channels * adapter.down.out_features
 
@@ -65,6 +84,13 @@ def dyt_vit_flops(backbone: nn.Module,
 
     Returns:
         FlopsReport: The patch embedding's and each executed block's FLOPs.
+
+    Examples:
+        >>> from mmdyt.models import DyTViT
+        >>> vit_b = DyTViT(arch='base')
+        >>> round(dyt_vit_flops(vit_b, (224, 224), with_dyt=False).total / 1e9,
+        ...       2)
+        17.58
     """
     channels = backbone.embed_dims
     hidden = backbone.arch_settings['feedforward_channels']
@@ -73,6 +99,7 @@ def dyt_vit_flops(backbone: nn.Module,
     patches = grid[0] * grid[1]
     prefix = backbone.num_prefix_tokens
     tokens = prefix + patches
+    norm = NORM_FLOPS_PER_ELEMENT * channels
     sites = backbone.dispatch_sites
     if rates is None:
         rates = [1.0] * len(sites)
@@ -83,14 +110,15 @@ def dyt_vit_flops(backbone: nn.Module,
 
     report = FlopsReport(
         patch_embed=patches * channels * backbone.in_channels * patch * patch)
-    for index, block in enumerate(backbone.blocks[:max(backbone.out_indices) +
-                                                  1]):
+    last = max(backbone.out_indices)
+    for index, block in enumerate(backbone.blocks[:last + 1]):
         queries = prefix + rate_of.get((index, 'attn'), 1.) * patches
         computed = prefix + rate_of.get((index, 'mlp'), 1.) * patches
         attn = (2 * tokens * channels * channels  # keys and values
                 + 2 * queries * channels * channels  # queries, projection
-                + 2 * queries * tokens * channels)  # scores, weighted sum
-        mlp = 2 * computed * channels * hidden
+                + 2 * queries * tokens * channels  # scores, weighted sum
+                + tokens * norm)  # norm1: keys and values need every token
+        mlp = 2 * computed * channels * hidden + computed * norm
         flops = (attn + mlp) * rate_of.get((index, 'layer'), 1.)
         if with_dyt:
             for site in ('attn', 'mlp', 'layer'):
@@ -99,4 +127,7 @@ def dyt_vit_flops(backbone: nn.Module,
                 if getattr(block, f'{site}_dispatcher') is not None:
                     flops += channels * (1 if site == 'layer' else patches)
         report.blocks.append(flops)
+    if getattr(backbone, 'norm', None) is not None and \
+            last == backbone.num_layers - 1:
+        report.final_norm = tokens * norm
     return report
