@@ -23,7 +23,8 @@ def gathered_residual(x: Tensor, mask: Tensor,
     tokens only.
 
     The batch is flattened to ``(B*N, C)`` so that images with different
-    numbers of active tokens need no padding.
+    numbers of active tokens need no padding. When every token is active,
+    ``fn`` runs on ``x`` directly: no gather, no scatter.
 
     Args:
         x (Tensor): Tokens (B, N, C).
@@ -32,6 +33,8 @@ def gathered_residual(x: Tensor, mask: Tensor,
     """
     flat = x.flatten(0, 1)
     index = active_index(mask)
+    if index.numel() == flat.shape[0]:
+        return (flat + fn(flat)).view_as(x)
     return flat.index_add(0, index, fn(flat[index])).view_as(x)
 
 
