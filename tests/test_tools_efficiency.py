@@ -1,0 +1,226 @@
+"""tools/get_flops.py, tools/benchmark.py, tools/visualize_dispatch.py end to
+end on tiny models (no timing assertions: timings belong in benchmarks)."""
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import cv2
+import pytest
+import torch
+from mmengine.config import Config
+
+from conftest import REPO_ROOT
+from efficiency_helpers import (TINY, make_seg_data, make_video, save_model,
+                                write_seg_config, write_video_config)
+from mmdyt.models import DyTViT
+from mmdyt.utils.benchmark import (MODEL_NAMES, build_benchmark_models,
+                                   set_activation_rate)
+from mmdyt.utils.dispatch_vis import PLOT_DPI, PLOT_SIZE, grid_size
+from mmdyt.utils.flops import dyt_vit_flops
+from mmdyt.utils.inference import init_model
+
+
+def load_tool(name):
+    path = osp.join(REPO_ROOT, 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'mmdyt_tool_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_size(path):
+    image = cv2.imread(path)
+    assert image is not None, path
+    return image.shape[:2]
+
+
+# ------------------------------------------------------------- get_flops
+def test_get_flops_segmentor_on_its_test_dataset(tmp_path):
+    data_root = make_seg_data(str(tmp_path / 'data'), num_images=3)
+    config = write_seg_config(str(tmp_path), data_root)
+    out = str(tmp_path / 'flops.json')
+    result = load_tool('get_flops').main(
+        [config, '--num-samples', '3', '--json', out])
+    assert result == json.load(open(out))
+    assert result['rate_source'] == 'test dataset, 3 samples'
+    assert result['input_shape'] == [3, 64, 64]
+    assert len(result['rates']) == TINY['num_layers']
+    assert 0 < result['mean_rate'] < 1
+    backbone = result['backbone']
+    assert backbone['dense'] < backbone['complete']
+    assert backbone['dyt'] < backbone['complete']
+    vit = DyTViT(arch=TINY, img_size=64, patch_size=8)
+    assert backbone['dense'] == dyt_vit_flops(vit, (64, 64),
+                                              with_dyt=False).total
+    parts = result['parts']
+    assert set(parts) == {'neck', 'decode_head', 'auxiliary_head'}
+    assert result['whole']['dyt'] == pytest.approx(
+        backbone['dyt'] + parts['neck'] + parts['decode_head'])
+    total, trainable = result['params']['model']
+    assert 0 < trainable < total
+
+
+def test_get_flops_falls_back_to_random_inputs(tmp_path, capsys):
+    config = write_seg_config(str(tmp_path))  # its data does not exist
+    result = load_tool('get_flops').main(
+        [config, '--num-samples', '2', '--shape', '32', '48'])
+    assert result['rate_source'] == 'random inputs, 2 samples'
+    assert result['input_shape'] == [3, 32, 48]
+    assert '| whole model |' in capsys.readouterr().out
+
+
+def test_get_flops_dataset_inputs_raise_without_data(tmp_path):
+    config = write_seg_config(str(tmp_path))
+    with pytest.raises(Exception, match='no/such/data|No such file'):
+        load_tool('get_flops').main([config, '--inputs', 'dataset'])
+
+
+def test_get_flops_video_uses_clip_len_and_a_checkpoint(tmp_path):
+    config = write_video_config(str(tmp_path))
+    model = init_model(Config.fromfile(config))
+    with torch.no_grad():  # a trained-looking model: most tokens skipped
+        for dispatcher in model.backbone.dispatchers():
+            dispatcher.linear.bias.fill_(-50.)
+    checkpoint = save_model(model, str(tmp_path / 'video.pth'))
+    result = load_tool('get_flops').main(
+        [config, '--checkpoint', checkpoint, '--inputs', 'random'])
+    assert result['input_shape'] == [3, 3, 32, 32]  # clip_len 3
+    assert result['rates'] == [0.] * TINY['num_layers']
+    frame = dyt_vit_flops(model.backbone, (32, 32), [0.] * 4).total
+    assert result['backbone']['dyt'] == 3 * frame
+    assert result['inference_parts'] == ['cls_head']
+
+
+# ------------------------------------------------------------- benchmark
+def test_benchmark_rows_and_json(tmp_path):
+    out = str(tmp_path / 'bench.json')
+    rows = load_tool('benchmark').main([
+        '--arch', 'tiny', '--img-size', '32', '--batch', '1', '2',
+        '--warmup', '0', '--repeats', '1', '--json', out
+    ])
+    assert rows == json.load(open(out))
+    assert [row['batch'] for row in rows] == [1, 2]
+    for row in rows:
+        assert row['setting'] == 'vit-tiny-32'
+        for key in ('rate', 'dense_ms', 'adapter_ms', 'dyt_ms', 'speedup',
+                    'flops_speedup'):
+            assert key in row and row[key] > 0, key
+        assert 0 < row['rate'] < 1
+        assert row['flops_speedup'] > 1
+        assert row['speedup'] == pytest.approx(
+            row['dense_ms'] / row['dyt_ms'], rel=0.01)
+        assert row['flops_speedup'] == pytest.approx(
+            row['dense_gflops'] / row['dyt_gflops'], rel=0.01)
+
+
+def test_benchmark_target_rate_and_video(tmp_path):
+    rows = load_tool('benchmark').main([
+        '--arch', 'tiny', '--img-size', '64', '--num-frames', '2', '--batch',
+        '2', '--rate', '0.25', '--warmup', '0', '--repeats', '1', '--timer',
+        'cpu'
+    ])
+    (row, ) = rows
+    assert row['setting'] == 'vit-tiny-64-video2'
+    assert row['rate'] == 0.25  # 2 clips x 2 frames x 16 patches per site
+    vit = DyTViT(arch='tiny', img_size=64)
+    assert row['dense_gflops'] == pytest.approx(
+        2 * dyt_vit_flops(vit, (64, 64), with_dyt=False).total / 1e9,
+        abs=1e-3)
+
+
+def test_benchmark_presets_parse():
+    tool = load_tool('benchmark')
+    setting = tool.resolve_setting(tool.parse_args(['--preset', 'vit-b-512']))
+    assert setting['name'] == 'vit-b-512' and setting['batches'] == (1, 2)
+    setting = tool.resolve_setting(
+        tool.parse_args(['--preset', 'vit-b-video', '--batch', '2']))
+    assert setting['num_frames'] == 8 and setting['batches'] == (2, )
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--rate', '1.5'])
+
+
+@pytest.fixture(scope='module')
+def tiny_models():
+    return build_benchmark_models(TINY, 64, patch_size=8)
+
+
+@pytest.mark.parametrize('rate', [0., 0.3, 1.])
+def test_set_activation_rate(rate, tiny_models):
+    models = tiny_models
+    inputs = torch.randn(1, 3, 64, 64)  # 64 patch tokens
+    set_activation_rate(models.dyt, inputs, rate)
+    with torch.inference_mode():
+        models.dyt(inputs)
+    for mask in models.dyt.dispatch_masks:
+        assert float(mask.mean()) == pytest.approx(round(rate * 64) / 64)
+
+
+def test_benchmark_models_share_weights(tiny_models):
+    models = tiny_models
+    assert list(models.as_dict()) == list(MODEL_NAMES)
+    inputs = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        dense = models.dense(inputs)
+        (complete, ) = models.dyt(inputs, complete=True)
+        (adapter, ) = models.adapter(inputs)
+    # adapters start at zero: all three compute the same function
+    torch.testing.assert_close(complete, dense, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adapter, dense, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------- visualize_dispatch
+def test_visualize_dispatch_image(tmp_path):
+    config = write_seg_config(str(tmp_path))
+    checkpoint = save_model(
+        init_model(Config.fromfile(config)), str(tmp_path / 'seg.pth'))
+    image = make_seg_data(str(tmp_path / 'data'), 1, size=50)
+    image = osp.join(image, 'images', 'validation', '0.jpg')
+    out = str(tmp_path / 'vis')
+    files = load_tool('visualize_dispatch').main(
+        [config, checkpoint, image, '--out', out, '--cols', '2'])
+    assert sorted(os.listdir(out)) == sorted(osp.basename(f) for f in files)
+    # the test pipeline resizes to 64x64; 4 sites + the count panel
+    assert png_size(osp.join(out, '0_dispatch.png')) == grid_size(
+        (64, 64), TINY['num_layers'] + 1, 2) == (3 * 82 + 2 * 4, 2 * 64 + 4)
+    assert png_size(osp.join(out, '0_rates.png')) == (
+        PLOT_SIZE[1] * PLOT_DPI, PLOT_SIZE[0] * PLOT_DPI)
+    rates = json.load(open(osp.join(out, '0_rates.json')))
+    assert rates['input_shape'] == [3, 64, 64]
+    assert len(rates['rates']) == TINY['num_layers']
+
+
+@pytest.mark.parametrize('source', ['mp4', 'folder'])
+def test_visualize_dispatch_video(tmp_path, source):
+    config = write_video_config(str(tmp_path))
+    checkpoint = save_model(
+        init_model(Config.fromfile(config)), str(tmp_path / 'video.pth'))
+    video = make_video(str(tmp_path / 'clip.mp4'))
+    if source == 'folder':
+        import mmcv
+        video = str(tmp_path / 'clip')
+        mmcv.VideoReader(str(tmp_path / 'clip.mp4')).cvt2frames(video)
+    out = str(tmp_path / 'vis')
+    load_tool('visualize_dispatch').main(
+        [config, checkpoint, video, '--out', out, '--num-frames', '2'])
+    for t in range(2):
+        path = osp.join(out, f'clip_frame{t:03d}_dispatch.png')
+        assert png_size(path) == grid_size((32, 32), 5, 4)
+    assert not osp.exists(osp.join(out, 'clip_frame002_dispatch.png'))
+    rates = json.load(open(osp.join(out, 'clip_rates.json')))
+    assert rates['input_shape'] == [3, 2, 32, 32]
+    assert all(len(frames) == 2 for frames in rates['frame_rates'])
+
+
+def test_visualize_dispatch_needs_dispatchers(tmp_path):
+    config = write_seg_config(str(tmp_path))
+    options = ['model.type=EncoderDecoder', 'model.backbone.dispatch=None']
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(dict(o.split('=') for o in options))
+    cfg.model.backbone.dispatch = None
+    checkpoint = save_model(init_model(cfg), str(tmp_path / 'adapter.pth'))
+    with pytest.raises(ValueError, match='no DyT token dispatchers'):
+        load_tool('visualize_dispatch').main([
+            config, checkpoint, 'x.jpg', '--out',
+            str(tmp_path), '--cfg-options', *options
+        ])
