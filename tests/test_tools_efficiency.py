@@ -70,6 +70,17 @@ def test_get_flops_falls_back_to_random_inputs(tmp_path, capsys):
     assert '| whole model |' in capsys.readouterr().out
 
 
+def test_get_flops_at_a_given_rate(tmp_path):
+    config = write_seg_config(str(tmp_path))
+    result = load_tool('get_flops').main([config, '--rate', '0.5'])
+    assert result['rates'] == [0.5] * TINY['num_layers']
+    assert result['rate_source'].startswith('--rate 0.5')
+    vit = DyTViT(arch=TINY, img_size=64, patch_size=8,
+                 adapter_cfg=dict(type='Adapter', bottleneck=8))
+    assert result['backbone']['dyt'] == dyt_vit_flops(
+        vit, (64, 64), [0.5] * 4).total
+
+
 def test_get_flops_dataset_inputs_raise_without_data(tmp_path):
     config = write_seg_config(str(tmp_path))
     with pytest.raises(Exception, match='no/such/data|No such file'):
@@ -93,12 +104,20 @@ def test_get_flops_video_uses_clip_len_and_a_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------- benchmark
-def test_benchmark_rows_and_json(tmp_path):
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_benchmark_rows_and_json(tmp_path, restore_threads):
     out = str(tmp_path / 'bench.json')
     rows = load_tool('benchmark').main([
         '--arch', 'tiny', '--img-size', '32', '--batch', '1', '2',
-        '--warmup', '0', '--repeats', '1', '--json', out
+        '--warmup', '0', '--repeats', '1', '--threads', '1', '--json', out
     ])
+    assert torch.get_num_threads() == 1
     assert rows == json.load(open(out))
     assert [row['batch'] for row in rows] == [1, 2]
     for row in rows:
@@ -114,19 +133,19 @@ def test_benchmark_rows_and_json(tmp_path):
             row['dense_gflops'] / row['dyt_gflops'], rel=0.01)
 
 
-def test_benchmark_target_rate_and_video(tmp_path):
+def test_benchmark_target_rate_and_video(tmp_path, restore_threads):
     rows = load_tool('benchmark').main([
-        '--arch', 'tiny', '--img-size', '64', '--num-frames', '2', '--batch',
+        '--arch', 'tiny', '--img-size', '32', '--num-frames', '2', '--batch',
         '2', '--rate', '0.25', '--warmup', '0', '--repeats', '1', '--timer',
-        'cpu'
+        'cpu', '--threads', '1'
     ])
     (row, ) = rows
-    assert row['setting'] == 'vit-tiny-64-video2'
-    assert row['rate'] == 0.25  # 2 clips x 2 frames x 16 patches per site
-    vit = DyTViT(arch='tiny', img_size=64)
+    assert row['setting'] == 'vit-tiny-32-video2'
+    assert row['rate'] == 0.25  # 2 clips x 2 frames x 4 patches per site
+    vit = DyTViT(arch='tiny', img_size=32, final_norm=True)  # as timm's
     assert row['dense_gflops'] == pytest.approx(
-        2 * dyt_vit_flops(vit, (64, 64), with_dyt=False).total / 1e9,
-        abs=1e-3)
+        2 * dyt_vit_flops(vit, (32, 32), with_dyt=False).total / 1e9,
+        rel=1e-5)
 
 
 def test_benchmark_presets_parse():

@@ -4,7 +4,9 @@ In one process, with the same (random) pre-trained weights and the same
 inputs, times the dense timm ViT, the adapter-only DyTViT and DyT's gathered
 evaluation path, and compares DyT's measured speedup with the FLOPs bound at
 the measured activation rate. See mmdyt/utils/benchmark.py for the models
-and the method.
+and the method, and BENCHMARKS.md for results. On a machine whose cores other
+jobs share, use ``--threads 1``: several OpenMP threads competing with other
+processes make wall times swing by tens of percent.
 
 Examples::
 

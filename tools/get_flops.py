@@ -6,8 +6,9 @@ at inference (backbone + neck + decode head, or + cls head); the auxiliary
 head of a segmentor is listed on its own (it only trains). The backbone is
 counted analytically at the activation rate of each dispatcher measured on
 ``--num-samples`` inputs of the config's test dataset (random inputs if it
-cannot be built, or with ``--inputs random``); necks and heads are dense and
-counted by mmengine's FlopAnalyzer. See mmdyt/utils/model_flops.py.
+cannot be built, or with ``--inputs random``), or at a given ``--rate``;
+necks and heads are dense and counted by mmengine's FlopAnalyzer. See
+mmdyt/utils/model_flops.py.
 
 Examples::
 
@@ -15,6 +16,7 @@ Examples::
     python tools/get_flops.py configs/demo/seg_demo.py \\
         --checkpoint work_dirs/seg_demo/iter_600.pth --num-samples 50
     python tools/get_flops.py CONFIG --shape 512 512 --json flops.json
+    python tools/get_flops.py configs/kinetics400/dyt_vitb_8x224.py --rate 0.5
 """
 import argparse
 import json
@@ -53,6 +55,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="where the rates are measured: the config's test dataset, "
         'random inputs, or the dataset if it can be built (default)')
     parser.add_argument(
+        '--rate',
+        type=float,
+        help='give the DyT column at this activation rate at every '
+        'dispatcher instead of measuring the rates (e.g. 0.5, the usual '
+        'target, for an untrained model)')
+    parser.add_argument(
         '--shape',
         type=int,
         nargs=2,
@@ -73,6 +81,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_samples < 1:
         parser.error('--num-samples must be >= 1')
+    if args.rate is not None and not 0 <= args.rate <= 1:
+        parser.error('--rate must be in [0, 1]')
     return args
 
 
@@ -102,6 +112,9 @@ def measure_rates(cfg: Config, model, input_shape, args):
     backbone = find_dyt_backbone(model)
     if not backbone.dispatch_sites:
         return None, 'no dispatchers (adapter-only)', 0
+    if args.rate is not None:
+        return [args.rate] * len(backbone.dispatch_sites), \
+            f'--rate {args.rate} at every dispatcher (not measured)', 0
     if args.inputs in ('auto', 'dataset'):
         try:
             dataloader = build_test_dataloader(cfg)
@@ -139,7 +152,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     backbone = find_dyt_backbone(model)
     if backbone is None:
         raise ValueError(f'{args.config}: the model has no DyTViT backbone')
-    if args.checkpoint is None and backbone.dispatch_sites:
+    if args.checkpoint is None and backbone.dispatch_sites and \
+            args.rate is None:
         print_log(
             'no --checkpoint: the dispatchers are untrained (random), so the '
             'measured rates (~0.5) say nothing about a trained model',

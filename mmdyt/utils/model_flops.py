@@ -7,7 +7,8 @@ dense and counted by tracing them with mmengine's counter
 backbone are reported:
 
 - ``dense``: the plain pre-trained ViT (no adapter, no dispatcher);
-- ``complete``: the DyT model computing every token;
+- ``complete``: the DyT model computing every token (adapters and
+  dispatchers included; the adapter-only model for ``dispatch=None``);
 - ``dyt``: the DyT model at the activation rates measured per dispatcher
   site (:class:`RateMeter`) over a set of inputs.
 
@@ -261,10 +262,9 @@ class ModelFlops:
     def format_table(self) -> str:
         """A markdown table of GFLOPs per part and backbone variant."""
         rate = self.mean_rate
-        dyt = 'DyT @ measured rates' if rate is None else \
-            f'DyT @ r={rate:.3f}'
+        dyt = 'no dispatchers' if rate is None else f'DyT @ r={rate:.3f}'
         lines = [
-            f'| part | dense ViT | DyT complete | {dyt} |',
+            f'| part | dense ViT | all tokens | {dyt} |',
             '|---|---:|---:|---:|',
         ]
         for name, *values in self.rows():
@@ -274,8 +274,13 @@ class ModelFlops:
 
 
 def format_gflops(flops: float) -> str:
-    """``flops`` in GFLOPs with 4 significant digits (17.58, 0.004213)."""
-    return f'{flops / 1e9:.4g}'
+    """``flops`` in GFLOPs: 605.4, 17.58, 0.004213."""
+    gflops = flops / 1e9
+    if gflops >= 100:
+        return f'{gflops:.1f}'
+    if gflops >= 1:
+        return f'{gflops:.2f}'
+    return f'{gflops:.4g}'
 
 
 def _dyt_backbone(model: nn.Module) -> nn.Module:
