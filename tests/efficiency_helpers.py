@@ -83,8 +83,7 @@ model = dict(
     cls_head=dict(type={head!r}, in_channels=32, num_classes=4))
 test_pipeline = [
     dict(type='OpenCVInit'),
-    dict(type='SampleFrames', clip_len=3, frame_interval=1, num_clips=1,
-         test_mode=True),
+    dict(type='UniformSample', clip_len=3, num_clips=1, test_mode=True),
     dict(type='OpenCVDecode'),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs'),

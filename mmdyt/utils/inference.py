@@ -54,12 +54,13 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
 def clip_len_of(cfg: Config) -> Optional[int]:
-    """``clip_len`` of the ``SampleFrames`` step of the test pipeline."""
+    """Frames per clip: the ``clip_len`` of the test pipeline's frame
+    sampler (``SampleFrames``, ``UniformSample``, ...), None without one."""
     dataloader = cfg.get('test_dataloader') or {}
     pipeline = (dataloader.get('dataset') or {}).get('pipeline') or \
         cfg.get('test_pipeline') or []
     for step in pipeline:
-        if 'SampleFrames' in str(step.get('type', '')) and 'clip_len' in step:
+        if 'clip_len' in step:
             return int(step['clip_len'])
     return None
 
