@@ -10,8 +10,11 @@ pretrained = 'pretrain/vit_base_patch16_224_in21k.pth'
 model = dict(
     type='DyTEncoderDecoder',
     # IN-21K ViTs use Inception normalisation: mean = std = 127.5
+    # DyTViT takes inputs whose sides are multiples of the patch size: pad
+    # test images (and so sliding-window crops) to multiples of 16
     data_preprocessor=dict(mean=[127.5, 127.5, 127.5],
-                           std=[127.5, 127.5, 127.5]),
+                           std=[127.5, 127.5, 127.5],
+                           test_cfg=dict(size_divisor=16)),
     backbone=dict(
         _delete_=True,
         type='DyTViT',
