@@ -2,11 +2,13 @@ from .adapters import Adapter, MoEAdapter
 from .backbones import DyTViT
 from .dispatcher import TokenDispatcher
 from .dyt_block import DISPATCH_MODES, DyTBlock
+from .heads import AttentivePoolHead
 from .losses import DyTLoss, distill_loss, rate_loss
+from .recognizers import DyTRecognizer3D
 from .segmentors import DyTEncoderDecoder
 
 __all__ = [
     'Adapter', 'MoEAdapter', 'TokenDispatcher', 'DyTBlock', 'DyTViT',
     'DISPATCH_MODES', 'DyTLoss', 'rate_loss', 'distill_loss',
-    'DyTEncoderDecoder'
+    'DyTEncoderDecoder', 'DyTRecognizer3D', 'AttentivePoolHead'
 ]

@@ -1,0 +1,3 @@
+from .attentive_pool_head import AttentivePoolHead
+
+__all__ = ['AttentivePoolHead']
