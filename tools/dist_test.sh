@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing on one node: bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [ARGS]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
+# Without GPUs GPUS is the number of processes; they use gloo (see README).
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2
@@ -10,7 +11,10 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON=${PYTHON:-python}
+# the project's virtualenv if there is one, else the python on PATH
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+fi
 
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 "$PYTHON" -m torch.distributed.run \

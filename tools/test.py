@@ -52,8 +52,10 @@ def main() -> None:
         backbone.dispatcher_cfg = dict(
             backbone.get('dispatcher_cfg') or {},
             threshold=args.dispatch_threshold)
-    metrics = build_runner(cfg).test()
-    print_summary(metrics)
+    runner = build_runner(cfg)
+    metrics = runner.test()
+    if runner.rank == 0:
+        print_summary(metrics)
 
 
 def print_summary(metrics: dict) -> None:

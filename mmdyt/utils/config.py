@@ -46,9 +46,16 @@ def load_config(path: str,
 
 
 def build_runner(cfg: Config):
-    """Build the config's runner (``runner_type`` if set, else ``Runner``)."""
+    """Build the config's runner (``runner_type`` if set, else ``Runner``).
+
+    Distributed runs without GPUs are prepared first
+    (:func:`~mmdyt.utils.distributed.setup_cpu_distributed`).
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    from .distributed import setup_cpu_distributed
+    setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
