@@ -10,6 +10,33 @@ from mmengine.runner import CheckpointLoader
 STATE_DICT_KEYS = ('state_dict', 'model', 'module')
 
 
+def read_checkpoint(filename: str) -> dict:
+    """Read a checkpoint file (or URL) on the CPU, as it was saved.
+
+    Args:
+        filename (str): Path or URL of the checkpoint.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file cannot be read as a checkpoint (empty,
+            corrupt or truncated) or is not a dict.
+    """
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(
+            filename, map_location='cpu')
+    except FileNotFoundError:
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    except Exception as error:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f'cannot read checkpoint {filename}: it is corrupt, truncated or '
+            f'not a PyTorch checkpoint ({type(error).__name__}: {error})'
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'checkpoint {filename} holds a '
+                         f'{type(checkpoint).__name__}, not a state dict')
+    return checkpoint
+
+
 def read_state_dict(filename: str) -> Dict[str, torch.Tensor]:
     """Read the state dict of a checkpoint file (or URL) on the CPU.
 
@@ -24,16 +51,7 @@ def read_state_dict(filename: str) -> Dict[str, torch.Tensor]:
         ValueError: If the file cannot be read as a checkpoint (corrupt or
             truncated) or holds no tensors.
     """
-    try:
-        checkpoint = CheckpointLoader.load_checkpoint(
-            filename, map_location='cpu')
-    except FileNotFoundError:
-        raise FileNotFoundError(f'checkpoint {filename} does not exist')
-    except Exception as error:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f'cannot read checkpoint {filename}: it is corrupt, truncated or '
-            f'not a PyTorch checkpoint ({type(error).__name__}: {error})'
-        ) from error
+    checkpoint = read_checkpoint(filename)
     state_dict = checkpoint
     while isinstance(state_dict, dict):
         nested = [k for k in STATE_DICT_KEYS if isinstance(
@@ -81,7 +99,8 @@ def load_vit_checkpoint(model: nn.Module,
         if not state_dict:
             raise ValueError(
                 f'checkpoint {filename} has no keys under prefix {prefix!r}')
-    own = model.state_dict()
+    from .adapter_checkpoint import full_state_dict
+    own = full_state_dict(model)
     pretrained = [k for k in own if not is_dyt_param(k)]
     if not set(pretrained) & set(state_dict):
         raise ValueError(

@@ -10,6 +10,8 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from torch import Tensor
 
 from mmdyt.registry import register_model
+from mmdyt.utils.adapter_checkpoint import (restore_frozen_weights,
+                                            strip_frozen_weights)
 from ..dyt_block import DyTBlock, check_dispatch
 
 #: ``out_type`` values: what each output of :class:`DyTViT` is.
@@ -90,6 +92,13 @@ class DyTViT(BaseModule):
             ``dict(type='Adapter')``.
         frozen (bool): Freeze every pre-trained parameter; adapters and
             dispatchers stay trainable. Defaults to True.
+        save_trainable_only (bool): Leave the frozen ViT weights out of
+            ``state_dict()``, so that checkpoints (mmengine's CheckpointHook
+            included) hold only what trains, plus the name of the base
+            checkpoint (``init_cfg``) in the state dict's metadata. Loading
+            such a checkpoint takes the frozen weights from ``init_cfg``'s
+            checkpoint (see :mod:`mmdyt.utils.adapter_checkpoint`). Needs
+            ``frozen=True``. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH, prefix=None)`` loads a timm-format ViT checkpoint
             (position embedding resampled to ``img_size``). Defaults to None.
@@ -150,8 +159,13 @@ class DyTViT(BaseModule):
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
                  frozen: bool = True,
+                 save_trainable_only: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if save_trainable_only and not frozen:
+            raise ValueError(
+                'save_trainable_only=True needs frozen=True: with '
+                'frozen=False every weight trains and is saved')
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
@@ -209,6 +223,11 @@ class DyTViT(BaseModule):
             if final_norm else None
 
         self._init_vit_weights()
+        self.save_trainable_only = save_trainable_only
+        #: Whether a full set of pre-trained weights was loaded.
+        self._pretrained_loaded = False
+        self._register_state_dict_hook(strip_frozen_weights)
+        self._register_load_state_dict_pre_hook(self._restore_frozen_hook)
         self._register_load_state_dict_pre_hook(self._resample_pos_embed_hook)
         if frozen:
             self._freeze_pretrained()
@@ -297,15 +316,30 @@ class DyTViT(BaseModule):
             f'{self.patch_grid[0]}x{self.patch_grid[1]} patch grid.',
             logger='current')
 
+    def _restore_frozen_hook(self, state_dict: dict, prefix: str,
+                             local_metadata: dict, *args, **kwargs) -> None:
+        """Complete adapter-only state dicts with the frozen base weights."""
+        restore_frozen_weights(self, state_dict, prefix, local_metadata,
+                               is_dyt_param)
+
+    def load_pretrained(self) -> bool:
+        """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any.
+
+        Returns:
+            bool: Whether there was one to load.
+        """
+        if not (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            return False
+        from mmdyt.utils.checkpoint import load_vit_checkpoint
+        load_vit_checkpoint(
+            self, self.init_cfg['checkpoint'],
+            prefix=self.init_cfg.get('prefix'))
+        return True
+
     def init_weights(self) -> None:
         """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any."""
-        if isinstance(self.init_cfg, dict) and \
-                self.init_cfg.get('type') == 'Pretrained':
-            from mmdyt.utils.checkpoint import load_vit_checkpoint
-            load_vit_checkpoint(
-                self,
-                self.init_cfg['checkpoint'],
-                prefix=self.init_cfg.get('prefix'))
+        if self.load_pretrained():
             self._is_init = True
         else:
             super().init_weights()
