@@ -25,9 +25,11 @@ norm. Measured: 1e-8 to 5e-7 after the first step (float rounding of the
 gradient sums); 1e-5 (heads) to 2e-4 (dispatchers) after 2 and 3 steps, as
 the hard dispatch decisions and the straight-through gradients (sums with
 much cancellation) amplify it. A wrong split (one process's half batch alone)
-is off by 13% (heads) to 89% (dispatchers); the test asks for > 5%. A second run with the real Gumbel noise and
-rate loss checks that every trainable parameter stays identical across the
-two processes.
+is off by 13% (heads) to 89% (dispatchers); the test asks for > 5%.
+
+A second run with the real Gumbel noise and rate loss checks that every
+trainable parameter stays identical across the two processes, and
+tools/dist_test.sh reports what one process reports.
 """
 import os
 import os.path as osp

@@ -68,6 +68,25 @@ def read_state_dict(filename: str) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
+def _layout_hint(state_dict: Dict[str, torch.Tensor],
+                 filename: str,
+                 known_only: bool = False) -> str:
+    """What to do with a checkpoint of another layout (empty if the layout
+    is unknown and ``known_only``)."""
+    from .ckpt_convert import detect_format, strip_backbone_prefix
+    layout = detect_format(strip_backbone_prefix(state_dict)[0])
+    if layout == 'timm' and not known_only:
+        return ("It holds a timm ViT under a prefix: set init_cfg's prefix "
+                "(e.g. prefix='backbone.')")
+    if layout not in (None, 'timm'):
+        return (f'It looks like a {layout} checkpoint: convert it with '
+                f'`python tools/convert_checkpoint.py {filename} OUT.pth`')
+    if known_only:
+        return ''
+    return ('Convert mmseg, mmpretrain, MAE and VideoMAE checkpoints with '
+            'tools/convert_checkpoint.py')
+
+
 def load_vit_checkpoint(model: nn.Module,
                         filename: str,
                         prefix: Optional[str] = None) -> None:
@@ -106,8 +125,7 @@ def load_vit_checkpoint(model: nn.Module,
         raise ValueError(
             f'checkpoint {filename} is not a timm-format ViT: none of its '
             f'keys (e.g. {sorted(state_dict)[:3]}) is a DyTViT weight (e.g. '
-            f'{pretrained[:3]}). Convert mmseg, mmpretrain, MAE and VideoMAE '
-            'checkpoints with tools/convert_checkpoint.py.')
+            f'{pretrained[:3]}). {_layout_hint(state_dict, filename)}.')
     mismatched = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
         for k, v in state_dict.items()
@@ -120,10 +138,12 @@ def load_vit_checkpoint(model: nn.Module,
             '; '.join(mismatched[:5]))
     missing = [k for k in pretrained if k not in state_dict]
     if missing:
+        hint = _layout_hint(state_dict, filename, known_only=True)
         raise ValueError(
             f'checkpoint {filename} lacks {len(missing)} pre-trained weights '
-            f'of this DyTViT, e.g. {missing[:5]} (check arch/num_layers, '
-            'with_cls_token and final_norm)')
+            f'of this DyTViT, e.g. {missing[:5]} ' +
+            (f'. {hint}.' if hint else
+             '(check arch/num_layers, with_cls_token and final_norm)'))
     result = model.load_state_dict(state_dict, strict=False)
     message = (f'Loaded {len(state_dict) - len(result.unexpected_keys)} '
                f'tensors from {filename}')
