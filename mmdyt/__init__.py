@@ -9,6 +9,6 @@ from . import compat
 compat.apply_all()
 
 from .version import __version__  # noqa: E402
-from . import engine, models  # noqa: E402,F401
+from . import datasets, engine, models  # noqa: E402,F401
 
-__all__ = ['__version__', 'compat', 'engine', 'models']
+__all__ = ['__version__', 'compat', 'datasets', 'engine', 'models']

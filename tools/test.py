@@ -11,6 +11,7 @@ import os
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.utils.checkpoint import check_checkpoint_file
 from mmdyt.utils.config import build_runner, load_config
 
 
@@ -43,8 +44,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    check_checkpoint_file(args.checkpoint)  # exists, complete, intact
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
     if args.dispatch_threshold is not None:

@@ -12,6 +12,7 @@ import os
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.utils.checkpoint import check_checkpoint_file
 from mmdyt.utils.config import build_runner, load_config
 
 
@@ -65,7 +66,20 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    check_start_checkpoint(cfg)
     build_runner(cfg).train()
+
+
+def check_start_checkpoint(cfg) -> None:
+    """Check the checkpoint training starts from (``load_from``, or the
+    latest one of the work directory for ``--resume``) before anything is
+    built: a truncated or corrupt file fails here, naming the file."""
+    from mmengine.runner import find_latest_checkpoint
+    checkpoint = cfg.get('load_from')
+    if checkpoint is None and cfg.get('resume'):
+        checkpoint = find_latest_checkpoint(cfg.work_dir)
+    if checkpoint is not None:
+        check_checkpoint_file(checkpoint)
 
 
 if __name__ == '__main__':

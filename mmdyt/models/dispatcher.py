@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdyt.registry import register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 def check_open_unit(name: str, value: float) -> float:
@@ -24,6 +25,7 @@ def check_open_unit(name: str, value: float) -> float:
 
 
 @register_model()
+@suggest_unknown_arguments
 class TokenDispatcher(BaseModule):
     """Scores tokens with a linear layer and decides which ones are active.
 

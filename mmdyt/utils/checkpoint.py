@@ -1,4 +1,6 @@
 """Reading ViT checkpoints into DyTViT, with errors that say what is wrong."""
+import os.path as osp
+import zipfile
 from typing import Dict, Optional
 
 import torch
@@ -10,17 +12,62 @@ from mmengine.runner import CheckpointLoader
 STATE_DICT_KEYS = ('state_dict', 'model', 'module')
 
 
-def read_checkpoint(filename: str) -> dict:
+def check_checkpoint_file(filename: str) -> None:
+    """Fail early, naming the file, if a local checkpoint is damaged.
+
+    ``torch.load`` reports a truncated file with an internal zip error and
+    loads a file with flipped bytes silently (it does not check the CRCs
+    that ``torch.save`` writes). This checks that the file exists, is not
+    empty and, for the zip format of ``torch.save``, that the archive and
+    the CRC of every member are intact (reading the file once); a file in
+    the legacy format is read with :func:`read_checkpoint`. URLs are not
+    checked.
+
+    Args:
+        filename (str): The checkpoint.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file is empty, truncated or corrupt.
+    """
+    if '://' in filename:
+        return
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    if osp.getsize(filename) == 0:
+        raise ValueError(f'checkpoint {filename} is empty (0 bytes): the '
+                         'save or the copy was interrupted')
+    if not zipfile.is_zipfile(filename):
+        read_checkpoint(filename, check=False)
+        return
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(
+            f'checkpoint {filename} is corrupt or truncated '
+            f'({type(error).__name__}: {error})') from error
+    if damaged is not None:
+        raise ValueError(
+            f'checkpoint {filename} is corrupt: the data of {damaged} does '
+            'not match its checksum (a damaged copy or disk?)')
+
+
+def read_checkpoint(filename: str, check: bool = True) -> dict:
     """Read a checkpoint file (or URL) on the CPU, as it was saved.
 
     Args:
         filename (str): Path or URL of the checkpoint.
+        check (bool): Check the file first (:func:`check_checkpoint_file`).
+            Defaults to True.
 
     Raises:
         FileNotFoundError: If the file does not exist.
         ValueError: If the file cannot be read as a checkpoint (empty,
             corrupt or truncated) or is not a dict.
     """
+    if check:
+        check_checkpoint_file(filename)
     try:
         checkpoint = CheckpointLoader.load_checkpoint(
             filename, map_location='cpu')

@@ -12,6 +12,9 @@ from torch import Tensor
 from mmdyt.registry import register_model
 from mmdyt.utils.adapter_checkpoint import (restore_frozen_weights,
                                             strip_frozen_weights)
+from mmdyt.utils.args import (check_arguments, check_call_arguments,
+                              suggest_unknown_arguments)
+from ..dispatcher import TokenDispatcher
 from ..dyt_block import DyTBlock, check_dispatch
 
 #: ``out_type`` values: what each output of :class:`DyTViT` is.
@@ -26,7 +29,41 @@ def is_dyt_param(name: str) -> bool:
     return any(key in name for key in DYT_PARAM_KEYWORDS)
 
 
+def _registered_model(name: str):
+    """The class registered as ``name`` in mmseg's or mmaction2's MODELS."""
+    from mmaction.registry import MODELS as MMACTION_MODELS
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    for registry in (MMSEG_MODELS, MMACTION_MODELS):
+        cls = registry.get(name)
+        if cls is not None:
+            return cls
+    return None
+
+
+def check_adapter_and_dispatcher_cfgs(dispatcher_cfg: Optional[dict],
+                                      adapter_cfg: Optional[dict]) -> None:
+    """Raise a TypeError naming misspelt keys of ``dispatcher_cfg`` and
+    ``adapter_cfg`` (or a misspelt adapter type), with the close valid
+    names, before any block is built."""
+    check_call_arguments("DyTViT's dispatcher_cfg (TokenDispatcher)",
+                         TokenDispatcher.__init__, dispatcher_cfg or {},
+                         filled=('embed_dims', ))
+    adapter_cfg = dict(adapter_cfg or dict(type='Adapter'))
+    adapter_type = adapter_cfg.pop('type', None)
+    cls = adapter_type if isinstance(adapter_type, type) else \
+        _registered_model(adapter_type or 'Adapter')
+    if cls is None:
+        check_arguments("DyTViT's adapter_cfg", [adapter_type],
+                        ('Adapter', 'MoEAdapter'), what='type')
+    check_call_arguments(f"DyTViT's adapter_cfg ({cls.__name__})",
+                         cls.__init__, adapter_cfg, filled=('embed_dims', ))
+    if adapter_type is None:
+        raise TypeError("DyTViT's adapter_cfg needs a type, e.g. "
+                        "dict(type='Adapter', bottleneck=64)")
+
+
 @register_model()
+@suggest_unknown_arguments
 class DyTViT(BaseModule):
     """Vision Transformer with Dynamic Tuning (DyT, NeurIPS 2024).
 
@@ -177,6 +214,7 @@ class DyTViT(BaseModule):
         self.out_type = out_type
         self.out_indices = self._parse_indices(out_indices, 'out_indices')
         self.dispatch = check_dispatch(dispatch)
+        check_adapter_and_dispatcher_cfgs(dispatcher_cfg, adapter_cfg)
         dispatch_layers = self._parse_indices(
             range(self.num_layers) if dispatch_layers is None else
             dispatch_layers, 'dispatch_layers')
@@ -388,6 +426,17 @@ class DyTViT(BaseModule):
             raise ValueError(
                 f'DyTViT expects {self.in_channels} input channels (dim 1), '
                 f'got shape {tuple(x.shape)}')
+        # one cheap reduction (NaN and Inf propagate through a sum); the
+        # count only when something is wrong
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) \
+                and not bool(x.sum().isfinite()):
+            bad = int((~torch.isfinite(x)).sum())
+            problem = (f'{bad} NaN or infinite values (of {x.numel()})'
+                       if bad else 'values so large that their sum overflows')
+            raise ValueError(
+                f'DyTViT input of shape {tuple(x.shape)} has {problem}: '
+                'check the data (a corrupt image or frame?) and the '
+                'preprocessing (e.g. a zero std in the normaliser)')
         height, width = x.shape[-2:]
         if (height < self.patch_size or width < self.patch_size
                 or height % self.patch_size or width % self.patch_size):

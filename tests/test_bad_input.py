@@ -1,0 +1,206 @@
+"""Bad input fails loudly and says what is wrong (or, for one bad training
+image, is skipped with a warning): never a silent wrong result."""
+import logging
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+
+from conftest import REPO_ROOT
+from mmdyt.models import DyTViT, TokenDispatcher
+from mmdyt.utils.checkpoint import check_checkpoint_file, read_state_dict
+
+TINY = dict(arch='tiny', img_size=32)
+
+
+# ------------------------------------------------------------ config typos
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(dispach='mlp'), r"DyTViT got an unknown argument 'dispach' "
+     r"\(did you mean 'dispatch'\?\)"),
+    (dict(adapter_cfg=dict(type='Adapter', bottlenek=8)),
+     r"adapter_cfg \(Adapter\) got an unknown argument 'bottlenek' \(did "
+     r"you mean 'bottleneck'\?\)"),
+    (dict(adapter_cfg=dict(bottlenek=8)), r"'bottlenek' \(did you mean"),
+    (dict(adapter_cfg=dict(type='MoEAdapter', num_expert=4)),
+     r"\(MoEAdapter\) got an unknown argument 'num_expert' \(did you mean "
+     r"'num_experts'\?\)"),
+    (dict(adapter_cfg=dict(type='Adaptor')),
+     r"adapter_cfg got an unknown type 'Adaptor' \(did you mean "
+     r"'Adapter'\?\)"),
+    (dict(dispatcher_cfg=dict(tua=1.0)),
+     r"dispatcher_cfg \(TokenDispatcher\) got an unknown argument 'tua' "
+     r"\(did you mean 'tau'\?\)"),
+    (dict(out_typ='raw', frozem=False), r"unknown arguments 'out_typ' \(did "
+     r"you mean 'out_type'\?\), 'frozem' \(did you mean 'frozen'\?\)"),
+])
+def test_config_typos_name_the_argument_and_the_fix(kwargs, match):
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    with pytest.raises(TypeError, match=match):
+        MODELS.build(dict(type='DyTViT', **TINY, **kwargs))
+
+
+def test_dispatcher_typo():
+    with pytest.raises(TypeError, match=r"'treshold' \(did you mean "
+                       r"'threshold'\?\)"):
+        TokenDispatcher(8, treshold=0.6)
+
+
+def test_unrelated_names_get_no_suggestion():
+    with pytest.raises(TypeError) as error:
+        DyTViT(**TINY, xyz=1)
+    assert 'did you mean' not in str(error.value)
+    assert "unknown argument 'xyz'; valid arguments: adapter_cfg" in str(
+        error.value)
+
+
+# --------------------------------------------------- damaged checkpoints
+@pytest.fixture
+def damaged_checkpoints(tmp_path):
+    path = tmp_path / 'good.pth'
+    torch.save({'w': torch.zeros(100000)}, path)
+    data = path.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    files = {
+        'empty': b'',
+        'truncated': data[:len(data) // 2],
+        'not a checkpoint': b'hello' * 100,
+        'bit flip': bytes(flipped),
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / (name.replace(' ', '_') + '.pth')
+        paths[name].write_bytes(content)
+    return path, paths
+
+
+def test_damaged_checkpoints_raise_naming_the_file(damaged_checkpoints):
+    good, paths = damaged_checkpoints
+    check_checkpoint_file(str(good))
+    assert torch.equal(read_state_dict(str(good))['w'], torch.zeros(100000))
+    messages = {
+        'empty': 'is empty',
+        'truncated': 'it is corrupt, truncated or not a PyTorch checkpoint',
+        'not a checkpoint': 'cannot read checkpoint',
+        # torch.load itself loads this one silently, one value changed
+        'bit flip': 'does not match its checksum',
+    }
+    for name, path in paths.items():
+        with pytest.raises(ValueError, match=messages[name]) as error:
+            read_state_dict(str(path))
+        assert str(path) in str(error.value)
+    with pytest.raises(FileNotFoundError):
+        read_state_dict(str(good) + '.missing')
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True,
+                          text=True, cwd=REPO_ROOT)
+
+
+def test_tools_refuse_a_damaged_checkpoint(damaged_checkpoints, tmp_path):
+    """``tools/train.py --resume`` (the latest checkpoint of the work
+    directory, as after a crash during a save) and ``tools/test.py``."""
+    _, paths = damaged_checkpoints
+    config = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'iter_4.pth').write_bytes(paths['truncated'].read_bytes())
+    (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
+    result = run_tool('tools/train.py', config, '--work-dir', str(work),
+                      '--resume')
+    assert result.returncode != 0
+    assert f'ValueError: cannot read checkpoint {work / "iter_4.pth"}: it ' \
+        'is corrupt, truncated' in result.stderr
+    result = run_tool('tools/test.py', config, str(paths['bit flip']))
+    assert result.returncode != 0
+    assert 'does not match its checksum' in result.stderr
+
+
+# ------------------------------------------------------------------ inputs
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_non_finite_inputs(value):
+    model = DyTViT(**TINY).eval()
+    x = torch.randn(2, 3, 32, 32)
+    x[1, 2, 5, 7] = value
+    with pytest.raises(ValueError, match=r'has 1 NaN or infinite values'):
+        model(x)
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        model(x[:, :, None].expand(-1, -1, 2, -1, -1))  # video
+
+
+def test_image_smaller_than_a_patch():
+    with pytest.raises(ValueError, match='not a positive multiple of the '
+                       'patch size 16'):
+        DyTViT(**TINY)(torch.randn(1, 3, 8, 8))
+
+
+# -------------------------------------------------- unreadable images
+@pytest.fixture
+def seg_data_with_bad_images(tmp_path):
+    from mmdyt.demo.seg_data import make_seg_demo
+    root = tmp_path / 'seg'
+    make_seg_demo(str(root), splits=dict(training=4, validation=2))
+    images = root / 'images' / 'training'
+    (images / 'demo_training_00001.jpg').write_bytes(b'')  # zero bytes
+    corrupt = images / 'demo_training_00002.jpg'
+    corrupt.write_bytes(corrupt.read_bytes()[:300])  # cut short
+    (root / 'images' / 'validation' / 'demo_validation_00001.jpg'
+     ).write_bytes(b'\x00' * 64)  # not an image
+    return root
+
+
+def demo_dataset(root, split, on_error):
+    from mmseg.registry import DATASETS
+    init_default_scope('mmseg')
+    return DATASETS.build(dict(
+        type='BaseSegDataset', data_root=str(root),
+        data_prefix=dict(img_path=f'images/{split}',
+                         seg_map_path=f'annotations/{split}'),
+        img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
+        pipeline=[
+            dict(type='CheckedLoadImageFromFile', on_error=on_error),
+            dict(type='LoadAnnotations', reduce_zero_label=True),
+            dict(type='PackSegInputs')]))
+
+
+def test_training_skips_an_unreadable_image_with_a_warning(
+        seg_data_with_bad_images):
+    dataset = demo_dataset(seg_data_with_bad_images, 'training', 'skip')
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        samples = [dataset[i] for i in range(len(dataset))]
+    finally:
+        logger.removeHandler(handler)
+    names = [osp.basename(s['data_samples'].img_path) for s in samples]
+    assert 'demo_training_00001.jpg' not in names  # replaced ...
+    assert 'demo_training_00002.jpg' not in names
+    assert 'demo_training_00000.jpg' in names
+    assert all(s['inputs'].shape == (3, 96, 96) for s in samples)
+    log = '\n'.join(r.getMessage() for r in records)  # ... and said so
+    assert 'Skipped unreadable image' in log
+    assert 'demo_training_00001.jpg: the file is empty (0 bytes)' in log
+    assert 'demo_training_00002.jpg: the JPEG is truncated' in log
+
+
+def test_testing_stops_at_an_unreadable_image(seg_data_with_bad_images):
+    dataset = demo_dataset(seg_data_with_bad_images, 'validation', 'raise')
+    dataset[0]
+    with pytest.raises(ValueError, match=r'unreadable image .*demo_validati'
+                       r'on_00001\.jpg: it cannot be decoded as an image'):
+        dataset[1]
+
+
+def test_on_error_is_checked():
+    from mmdyt.datasets import CheckedLoadImageFromFile
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        CheckedLoadImageFromFile(on_error='ignore')
