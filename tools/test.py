@@ -26,6 +26,11 @@ def parse_args() -> argparse.Namespace:
         help='evaluation threshold of the token dispatchers in (0, 1): '
         'higher skips more tokens (default: the config\'s, 0.5)')
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='run the test under autocast (float16 on GPUs, bfloat16 on '
+        'CPUs)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -47,6 +52,9 @@ def main() -> None:
     check_checkpoint_file(args.checkpoint)  # exists, complete, intact
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
+    if args.amp:  # mmengine's TestLoop: autocast (bf16 on CPUs)
+        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'),
+                            fp16=True)
     if args.dispatch_threshold is not None:
         backbone = cfg.model.backbone
         backbone.dispatcher_cfg = dict(

@@ -27,7 +27,10 @@ def parse_args() -> argparse.Namespace:
         help='resume from this checkpoint, or without a path from the '
         'latest checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision')
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision: float16 with loss scaling on GPUs, '
+        'bfloat16 autocast without')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -56,18 +59,35 @@ def main() -> None:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp does not support optim_wrapper type '
-                             f'{wrapper!r}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        use_amp(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     check_start_checkpoint(cfg)
     build_runner(cfg).train()
+
+
+def use_amp(cfg) -> None:
+    """Mixed precision: mmengine's AmpOptimWrapper (float16, dynamic loss
+    scaling) on GPUs; without a GPU, where it cannot run, mmdyt's
+    AutocastOptimWrapper (bfloat16 autocast, no loss scaling)."""
+    import torch
+    from mmengine.logging import print_log
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper not in ('OptimWrapper', 'AmpOptimWrapper',
+                       'AutocastOptimWrapper'):
+        raise ValueError(f'--amp does not support optim_wrapper type '
+                         f'{wrapper!r}')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale', None)
+    cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    print_log('--amp without a GPU: bfloat16 autocast '
+              '(AutocastOptimWrapper, no loss scaling)', logger='current')
 
 
 def check_start_checkpoint(cfg) -> None:

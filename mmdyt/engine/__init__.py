@@ -1,7 +1,8 @@
+from .autocast_optim_wrapper import AutocastOptimWrapper
 from .dispatch_stats_hook import DispatchStatsHook, find_dyt_backbone
 from .parameter_count_hook import ParameterCountHook, count_parameters
 
 __all__ = [
-    'DispatchStatsHook', 'ParameterCountHook', 'count_parameters',
+    'AutocastOptimWrapper', 'DispatchStatsHook', 'ParameterCountHook', 'count_parameters',
     'find_dyt_backbone'
 ]

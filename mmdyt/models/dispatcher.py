@@ -4,6 +4,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -49,6 +50,10 @@ class TokenDispatcher(BaseModule):
             Defaults to 5.0.
         threshold (float): Evaluation threshold on ``sigmoid(s)``, in (0, 1).
             Defaults to 0.5.
+        float32_scores (bool): Under ``torch.autocast``, compute the scores
+            in float32 (the scorer is one ``C -> 1`` product per token, so
+            this costs nothing), so that a bf16/fp16 rounding of the score
+            does not flip decisions close to the threshold. Defaults to True.
         init_cfg (dict, optional): Initialisation config. The constructor
             already initialises the scorer as DyT does: trunc-normal weights
             (std 0.02), zero bias. Defaults to None.
@@ -64,8 +69,10 @@ class TokenDispatcher(BaseModule):
                  embed_dims: int,
                  tau: float = 5.0,
                  threshold: float = 0.5,
+                 float32_scores: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.float32_scores = float32_scores
         if not isinstance(tau, (int, float)) or not tau > 0:
             raise ValueError(f'tau must be a positive number, got {tau!r}')
         self.tau = float(tau)
@@ -87,7 +94,15 @@ class TokenDispatcher(BaseModule):
                                          (1 - self._threshold))
 
     def score(self, x: Tensor) -> Tensor:
-        """Return the logit of every token, shape ``x.shape[:-1]``."""
+        """Return the logit of every token, shape ``x.shape[:-1]``.
+
+        Under autocast with ``float32_scores`` the logits are float32.
+        """
+        device = x.device.type
+        if self.float32_scores and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return F.linear(x.float(), self.linear.weight.float(),
+                                self.linear.bias.float()).squeeze(-1)
         return self.linear(x).squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:

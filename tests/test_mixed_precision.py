@@ -1,0 +1,117 @@
+"""Mixed precision: bfloat16 autocast on CPUs, training and inference."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from mmdyt.engine import AutocastOptimWrapper
+from mmdyt.models import DyTViT, TokenDispatcher
+
+BF16 = dict(device_type='cpu', dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize('dispatch', ['mlp', 'attn', 'attn_mlp', 'layer'])
+def test_gathered_path_under_autocast(dispatch):
+    model = DyTViT(arch='tiny', img_size=32, dispatch=dispatch,
+                   out_type='raw').eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)[0]
+        masks = [m.clone() for m in model.dispatch_masks]
+        with torch.autocast(**BF16):
+            out = model(x)[0]
+    assert out.dtype == torch.float32  # the residual stream stays float32
+    for want, got in zip(masks, model.dispatch_masks):
+        assert (want == got).float().mean() >= 0.99
+    error = (out - reference).abs().max() / reference.abs().max()
+    assert error < 2e-2  # bfloat16: 8 bits of mantissa
+
+
+def test_training_under_autocast_reaches_the_dispatchers():
+    model = DyTViT(arch='tiny', img_size=32, out_type='raw').train()
+    with torch.autocast(**BF16):
+        out = model(torch.randn(2, 3, 32, 32))[0]
+        rate = torch.stack([m.mean() for m in model.dispatch_masks]).mean()
+    (out.float().square().mean() + rate).backward()
+    dispatcher = model.dispatchers()[0].linear
+    assert dispatcher.weight.grad is not None
+    assert dispatcher.weight.grad.abs().sum() > 0
+
+
+def test_dispatcher_scores_in_float32_under_autocast():
+    x = torch.randn(2, 5, 8)
+    with torch.autocast(**BF16):
+        assert TokenDispatcher(8).score(x).dtype == torch.float32
+        assert TokenDispatcher(8, float32_scores=False).score(
+            x).dtype == torch.bfloat16
+
+
+def test_autocast_optim_wrapper():
+    model = torch.nn.Linear(4, 4)
+    wrapper = AutocastOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with wrapper.optim_context(model):
+        assert torch.is_autocast_enabled('cpu')
+        assert model(torch.randn(2, 4)).dtype == torch.bfloat16
+    assert not torch.is_autocast_enabled('cpu')
+    with pytest.raises(ValueError, match="for float16 use mmengine's "
+                       'AmpOptimWrapper'):
+        AutocastOptimWrapper(
+            dtype='float16',
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def run_tool(*args, options):
+    result = subprocess.run(
+        [sys.executable, *args, '--cfg-options',
+         *(f'{k}={v}' for k, v in options.items())],
+        capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
+        -3000:]
+    return result.stderr + result.stdout
+
+
+def metrics(out):
+    summary = out[out.rindex('=== test results ==='):].splitlines()[1:]
+    return {name: float(value) for name, value in (
+        line.split(': ', 1) for line in summary
+        if ': ' in line and ' ' not in line.split(':')[0])}
+
+
+def test_amp_training_and_testing_with_the_demo_config(tmp_path):
+    from mmdyt.demo.pretrain import build_demo_vit
+    from mmdyt.demo.seg_data import make_seg_demo
+    make_seg_demo(str(tmp_path / 'seg'),
+                  splits=dict(training=4, validation=4))
+    torch.manual_seed(0)
+    torch.save(build_demo_vit().state_dict(), tmp_path / 'vit.pth')
+    root = str(tmp_path / 'seg')
+    options = {
+        **{f'{d}_dataloader.{k}': v
+           for d in ('train', 'val', 'test')
+           for k, v in (('dataset.data_root', root), ('num_workers', 0),
+                        ('persistent_workers', False))},
+        'model.backbone.init_cfg.checkpoint': str(tmp_path / 'vit.pth'),
+        'train_dataloader.batch_size': 2,
+        'train_cfg.max_iters': 2,
+        'default_hooks.logger.interval': 1,
+    }
+    config = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
+    log = run_tool('tools/train.py', config, '--amp', '--no-validate',
+                   '--work-dir', str(tmp_path / 'work'), options=options)
+    assert '--amp without a GPU: bfloat16 autocast' in log
+    assert "type='AutocastOptimWrapper'" in log
+    assert 'Iter(train) [2/2]' in log and 'loss: nan' not in log
+    checkpoint = str(tmp_path / 'work' / 'iter_2.pth')
+    fp32 = metrics(run_tool('tools/test.py', config, checkpoint,
+                            '--work-dir', str(tmp_path / 'fp32'),
+                            options=options))
+    log = run_tool('tools/test.py', config, checkpoint, '--amp',
+                   '--work-dir', str(tmp_path / 'bf16'), options=options)
+    assert "test_cfg = dict(fp16=True, type='TestLoop')" in log
+    bf16 = metrics(log)
+    assert abs(bf16['act_rate'] - fp32['act_rate']) < 0.01
+    assert abs(bf16['aAcc'] - fp32['aAcc']) < 1.0
