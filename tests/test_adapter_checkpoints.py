@@ -190,12 +190,19 @@ def test_train_resume_test_and_merge_with_the_demo_config(tmp_path):
     assert 'frozen ViT weights taken from the base' in log
     assert 'missing keys' not in log
 
+    out = run_tool('test.py', CONFIG, str(checkpoint), '--work-dir',
+                   str(tmp_path / 'test'), options=options)
+    assert 'frozen ViT weights taken from the base' in out
+    assert 'missing keys' not in out and '=== test results ===' in out
+
+    # merged: the base's weights (the demo ViT's grid needs no resampling)
+    # under backbone., the trained ones unchanged
     merged = str(tmp_path / 'full.pth')
     merge_tool(str(checkpoint), merged)
-    metrics = []
-    for ckpt in (str(checkpoint), merged):
-        out = run_tool('test.py', CONFIG, ckpt, '--work-dir',
-                       str(tmp_path / 'test'), options=options)
-        assert 'missing keys' not in out
-        metrics.append(out[out.rindex('=== test results ==='):])
-    assert metrics[0] == metrics[1]
+    full = torch.load(merged)['state_dict']
+    base = torch.load(tmp_path / 'vit.pth')
+    for key, value in state_dict.items():
+        assert torch.equal(full[key], value)
+    for key in adapter_only_entries(state_dict)['backbone']['frozen_keys']:
+        assert torch.equal(full[f'backbone.{key}'], base[key])
+    assert not adapter_only_entries(full)
