@@ -15,8 +15,8 @@ The backbone's entry in the state dict's ``_metadata`` (saved by
 - ``frozen_keys``: name -> shape of every weight left out;
 - ``patch_grid`` / ``num_prefix_tokens``: to resample the base's position
   embedding as the model did;
-- ``base_fingerprint``: sums of the frozen weights, to tell another base
-  from the right one.
+- ``base_fingerprint``: sums of the frozen weights (but the position
+  embedding), to tell another base from the right one.
 
 Loading (``--resume``, ``tools/test.py``, ``load_checkpoint``) goes through a
 ``load_state_dict`` pre-hook: when the weights left out are missing, it fills
@@ -48,6 +48,14 @@ def fingerprint(tensors: Iterable[Tensor]) -> List[float]:
         abs_sum += float(tensor.abs().sum())
         sq_sum += float(tensor.square().sum())
     return [abs_sum, sq_sum]
+
+
+def base_fingerprint(weights: Dict[str, Tensor],
+                     names: Iterable[str]) -> List[float]:
+    """:func:`fingerprint` of the frozen weights ``names`` of ``weights``,
+    without the position embedding (resampled on loading, so it may differ
+    by interpolation details between library versions)."""
+    return fingerprint(weights[n] for n in names if n != 'pos_embed')
 
 
 def fingerprints_match(recorded: List[float], actual: List[float]) -> bool:
@@ -95,7 +103,7 @@ def strip_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
         frozen_keys=dict(shapes),
         patch_grid=list(module.patch_grid),
         num_prefix_tokens=module.num_prefix_tokens,
-        base_fingerprint=fingerprint(params[n] for n in shapes))
+        base_fingerprint=base_fingerprint(params, shapes))
 
 
 def restore_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
@@ -152,14 +160,14 @@ def restore_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
                 'model.backbone.init_cfg.checkpoint=BASE) or merge base and '
                 'adapters with tools/merge_adapter_checkpoint.py.')
     params = dict(module.named_parameters())
-    unknown = [n for n in missing if n not in params]
+    unknown = [n for n in (recorded or missing) if n not in params]
     if unknown:
         raise ValueError(
             f'the adapter-only checkpoint left out weights this DyTViT does '
             f'not have: {unknown[:5]} (another architecture?)')
     recorded_fp = local_metadata.get('base_fingerprint')
     if recorded_fp is not None and not fingerprints_match(
-            recorded_fp, fingerprint(params[n] for n in missing)):
+            recorded_fp, base_fingerprint(params, recorded or missing)):
         current = (module.init_cfg or {}).get('checkpoint') if isinstance(
             module.init_cfg, dict) else None
         raise ValueError(
@@ -254,7 +262,10 @@ def merge_adapter_checkpoint(adapter: str,
                 f'{adapter}: ' + '; '.join(problems[:5]))
         recorded = meta.get('base_fingerprint')
         if recorded is not None and not fingerprints_match(
-                recorded, fingerprint(merged.values())):
+                recorded,
+                base_fingerprint(
+                    {k[len(prefix):]: v for k, v in merged.items()},
+                    meta['frozen_keys'])):
             raise ValueError(
                 f'base checkpoint {base_path} is not the ViT the adapters of '
                 f'{adapter} were trained on (the weights differ)')
