@@ -41,8 +41,10 @@ def test_missing_drn_raises_a_clear_error():
     if 'fix_mmaction_drn' not in compat.APPLIED:
         pytest.skip('this mmaction2 has its DRN')
     from mmaction.registry import MODELS
+    # `_scope_` pins the registry: an earlier test may have left mmseg as
+    # the default scope, which would send the build to mmseg's MODELS.
     with pytest.raises(RuntimeError, match='DRN.*2714'):
-        MODELS.build(dict(type='DRN'))
+        MODELS.build(dict(type='DRN', _scope_='mmaction'))
 
 
 def _train_toy_runner(work_dir, max_iters, resume=False):
