@@ -50,6 +50,38 @@ def test_dispatcher_typo():
         TokenDispatcher(8, treshold=0.6)
 
 
+@pytest.mark.parametrize('scope, cfg, match', [
+    ('mmseg', dict(type='DyTLoss', target_rat=0.5),
+     r"DyTLoss got an unknown argument 'target_rat' \(did you mean "
+     r"'target_rate'\?\)"),
+    # through **kwargs to mmseg's EncoderDecoder
+    ('mmseg', dict(type='DyTEncoderDecoder', backbone=dict(type='DyTViT'),
+                   decode_haed=dict()),
+     r"DyTEncoderDecoder got an unknown argument 'decode_haed' \(did you "
+     r"mean 'decode_head'\?\)"),
+    ('mmaction', dict(type='DyTRecognizer3D', backbone=dict(type='DyTViT'),
+                      cls_haed=dict()),
+     r"'cls_haed' \(did you mean 'cls_head'\?\)"),
+    # through **kwargs to mmaction2's BaseHead
+    ('mmaction', dict(type='AttentivePoolHead', num_classes=3,
+                      in_channels=8, average_clip=dict(type='score')),
+     r"AttentivePoolHead got an unknown argument 'average_clip' \(did you "
+     r"mean 'average_clips'\?\)"),
+])
+def test_model_typos_name_the_argument_and_the_fix(scope, cfg, match):
+    from mmengine.registry import MODELS
+    init_default_scope(scope)
+    with pytest.raises(TypeError, match=match):
+        MODELS.build(cfg)
+
+
+def test_dyt_block_typo():
+    from mmdyt.models import DyTBlock
+    with pytest.raises(TypeError, match=r"'dispatch_cfg' \(did you mean "
+                       r"'dispatcher_cfg'\?\)"):
+        DyTBlock(8, 2, dispatch_cfg=dict())
+
+
 def test_unrelated_names_get_no_suggestion():
     with pytest.raises(TypeError) as error:
         DyTViT(**TINY, xyz=1)

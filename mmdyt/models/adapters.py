@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdyt.registry import register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 def _check_adapter_args(bottleneck: int, scale: float, dropout: float) -> None:
@@ -22,6 +23,7 @@ def _check_adapter_args(bottleneck: int, scale: float, dropout: float) -> None:
 
 
 @register_model()
+@suggest_unknown_arguments
 class Adapter(BaseModule):
     """AdaptFormer-style bottleneck adapter (DESIGN.md section 1).
 
@@ -69,6 +71,7 @@ class Adapter(BaseModule):
 
 
 @register_model()
+@suggest_unknown_arguments
 class MoEAdapter(BaseModule):
     """Mixture-of-experts adapter, the paper's DyT-dagger (METHOD.md sec. 3).
 

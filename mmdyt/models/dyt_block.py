@@ -9,6 +9,7 @@ from timm.layers import Attention, DropPath, LayerScale, Mlp
 from torch import Tensor
 
 from mmdyt.registry import build_model, register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 from .dispatcher import TokenDispatcher
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
 
@@ -26,6 +27,7 @@ def check_dispatch(dispatch: Optional[str]) -> Optional[str]:
 
 
 @register_model()
+@suggest_unknown_arguments
 class DyTBlock(BaseModule):
     """Pre-norm ViT block with DyT token dispatch and parallel adapters.
 

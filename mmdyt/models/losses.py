@@ -7,6 +7,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdyt.registry import register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 def mean_rate(masks: Sequence[Tensor]) -> Tensor:
@@ -56,6 +57,7 @@ def distill_loss(student: Tensor, teacher: Tensor, dim: int = 1) -> Tensor:
 
 
 @register_model()
+@suggest_unknown_arguments
 class DyTLoss(BaseModule):
     """The losses DyT adds to a task loss (DESIGN.md section 1).
 

@@ -71,15 +71,44 @@ def check_call_arguments(owner: str, fn: Callable, given: Iterable[str],
     check_arguments(owner, given, [n for n in names if n not in set(filled)])
 
 
+def _constructor_keyword_names(cls: type) -> Optional[List[str]]:
+    """Keyword arguments the constructor of ``cls`` accepts, following
+    ``**kwargs`` that are passed on to the base classes' constructors (the
+    OpenMMLab pattern ``def __init__(self, extra, **kwargs)``); None if the
+    chain ends in a constructor that accepts anything."""
+    names: List[str] = []
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        if klass is object:
+            return None
+        init = vars(klass)['__init__']
+        init = getattr(init, '__wrapped__', init)
+        own = _keyword_names(init)
+        if own is not None:
+            return names + own
+        names += [
+            name for name, param in inspect.signature(init).parameters.items()
+            if name != 'self' and param.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY)
+        ]
+    return None
+
+
 def suggest_unknown_arguments(cls: Type[T]) -> Type[T]:
     """Class decorator: an unknown keyword argument of the constructor
     raises a TypeError that names it and suggests the closest valid one,
-    instead of Python's bare ``unexpected keyword argument``."""
+    instead of Python's bare ``unexpected keyword argument``. Arguments
+    that the constructor passes on through ``**kwargs`` to its base class
+    are checked against the base class's constructor."""
     init = cls.__init__
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        check_call_arguments(cls.__name__, init, kwargs)
+        valid = _constructor_keyword_names(cls)
+        if valid is not None:
+            check_arguments(cls.__name__, kwargs, valid)
         init(self, *args, **kwargs)
 
     cls.__init__ = __init__

@@ -9,9 +9,11 @@ from timm.layers import trunc_normal_
 from torch import Tensor
 
 from mmdyt.registry import register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 @register_model(scopes=('mmaction', ))
+@suggest_unknown_arguments
 class AttentivePoolHead(BaseHead):
     """Classification head pooling a clip's tokens with one learned query.
 

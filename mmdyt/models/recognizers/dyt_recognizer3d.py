@@ -7,9 +7,11 @@ from mmengine.model import merge_dict
 from torch import Tensor
 
 from mmdyt.registry import build_model, register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 @register_model(scopes=('mmaction', ))
+@suggest_unknown_arguments
 class DyTRecognizer3D(Recognizer3D):
     """Recognizer3D whose training adds DyT's rate and distillation losses.
 

@@ -6,9 +6,11 @@ from mmseg.utils import SampleList, add_prefix
 from torch import Tensor
 
 from mmdyt.registry import build_model, register_model
+from mmdyt.utils.args import suggest_unknown_arguments
 
 
 @register_model(scopes=('mmseg', ))
+@suggest_unknown_arguments
 class DyTEncoderDecoder(EncoderDecoder):
     """EncoderDecoder whose training adds DyT's rate and distillation losses.
 
