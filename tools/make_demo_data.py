@@ -2,8 +2,9 @@
 
 - ``seg``: an ADE20K-style folder ``OUT/seg/{images,annotations}/{training,
   validation}`` of shapes on textured backgrounds;
-- ``video``: ``OUT/video/`` mp4 clips of moving shapes whose class needs
-  motion (direction), with mmaction2 ``path label`` list files.
+- ``video``: ``OUT/video/`` mp4 clips in which two shapes cross the frame one
+  after the other, the class being the pair (so one frame is not enough),
+  with mmaction2 ``path label`` list files (:mod:`mmdyt.demo.video_data`).
 
 Repeating a call keeps complete splits, so it costs nothing.
 
