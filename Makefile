@@ -7,7 +7,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-seg demo-video benchmark clean
+.PHONY: install test lint demo demo-seg demo-video clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m flake8 .
 
 # The main job: generate data, pre-train the small demo ViT (it stands in for
 # a downloaded checkpoint), adapt it frozen with DyT, evaluate.

@@ -74,7 +74,8 @@ def fix_mmcv_ext() -> bool:
     if importlib.util.find_spec('mmcv._ext') is not None:
         return False  # full mmcv: nothing to fix
     import mmcv
-    module = _MissingMMCVExt('mmcv._ext', 'Stand-in installed by mmdyt.compat.')
+    module = _MissingMMCVExt('mmcv._ext',
+                             'Stand-in installed by mmdyt.compat.')
     # A spec without a loader: `mmcv.utils.ext_loader.check_ops_exist()` and
     # `pkgutil.find_loader` keep reporting that the compiled ops are absent.
     module.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None)

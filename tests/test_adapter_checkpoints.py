@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, seg_demo_env
 from mmdyt.models import DyTViT
 from mmdyt.models.backbones.dyt_vit import is_dyt_param
 from mmdyt.utils.adapter_checkpoint import (adapter_only_entries,
@@ -155,19 +155,8 @@ def merge_tool(*args):
 
 
 def test_train_resume_test_and_merge_with_the_demo_config(tmp_path):
-    from mmdyt.demo.pretrain import build_demo_vit
-    from mmdyt.demo.seg_data import make_seg_demo
-    make_seg_demo(str(tmp_path / 'seg'),
-                  splits=dict(training=4, validation=2))
-    torch.manual_seed(0)
-    torch.save(build_demo_vit().state_dict(), tmp_path / 'vit.pth')
-    root = str(tmp_path / 'seg')
     options = {
-        **{f'{d}_dataloader.{k}': v
-           for d in ('train', 'val', 'test')
-           for k, v in (('dataset.data_root', root), ('num_workers', 0),
-                        ('persistent_workers', False))},
-        'model.backbone.init_cfg.checkpoint': str(tmp_path / 'vit.pth'),
+        **seg_demo_env(tmp_path, training=4, validation=2),
         'model.backbone.save_trainable_only': True,
         'train_dataloader.batch_size': 2,
         'default_hooks.checkpoint.interval': 2,

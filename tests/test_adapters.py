@@ -68,7 +68,7 @@ def test_moe_adapter_size_and_zero_init():
 
 def test_adapters_build_from_config():
     adapter = build_model(dict(type='MoEAdapter', embed_dims=8,
-                                num_experts=2))
+                               num_experts=2))
     assert isinstance(adapter, MoEAdapter)
 
 

@@ -204,7 +204,7 @@ def test_replicas_stay_identical_with_gumbel_noise_and_rate_loss(gumbel_run):
 def _metrics(log):
     summary = log[log.rindex('=== test results ==='):].splitlines()[1:]
     return dict(line.split(': ', 1) for line in summary
-                 if ': ' in line and ' ' not in line.split(':')[0])
+                if ': ' in line and ' ' not in line.split(':')[0])
 
 
 def test_dist_test_reports_what_one_process_reports(gumbel_run, tmp_path):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, seg_demo_env
 from mmdyt.engine import AutocastOptimWrapper
 from mmdyt.models import DyTViT, TokenDispatcher
 
@@ -82,19 +82,8 @@ def metrics(out):
 
 
 def test_amp_training_and_testing_with_the_demo_config(tmp_path):
-    from mmdyt.demo.pretrain import build_demo_vit
-    from mmdyt.demo.seg_data import make_seg_demo
-    make_seg_demo(str(tmp_path / 'seg'),
-                  splits=dict(training=4, validation=4))
-    torch.manual_seed(0)
-    torch.save(build_demo_vit().state_dict(), tmp_path / 'vit.pth')
-    root = str(tmp_path / 'seg')
     options = {
-        **{f'{d}_dataloader.{k}': v
-           for d in ('train', 'val', 'test')
-           for k, v in (('dataset.data_root', root), ('num_workers', 0),
-                        ('persistent_workers', False))},
-        'model.backbone.init_cfg.checkpoint': str(tmp_path / 'vit.pth'),
+        **seg_demo_env(tmp_path, training=4, validation=4),
         'train_dataloader.batch_size': 2,
         'train_cfg.max_iters': 2,
         'default_hooks.logger.interval': 1,

@@ -1,5 +1,4 @@
 """The segmentation demo config end to end: train, resume, test."""
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, seg_demo_env
 
 CONFIG = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
 
@@ -17,25 +16,11 @@ CONFIG = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
 @pytest.fixture(scope='module')
 def demo_env(tmp_path_factory):
     """A small generated dataset and a random demo ViT checkpoint."""
-    from mmdyt.demo.pretrain import build_demo_vit
-    from mmdyt.demo.seg_data import make_seg_demo
     root = tmp_path_factory.mktemp('demo')
-    make_seg_demo(str(root / 'seg'), splits=dict(training=8, validation=4))
-    torch.manual_seed(0)
-    torch.save(build_demo_vit().state_dict(), root / 'vit.pth')
     options = {
+        **seg_demo_env(root, training=8, validation=4),
         'data_root': str(root / 'seg'),
-        'train_dataloader.dataset.data_root': str(root / 'seg'),
-        'val_dataloader.dataset.data_root': str(root / 'seg'),
-        'test_dataloader.dataset.data_root': str(root / 'seg'),
-        'model.backbone.init_cfg.checkpoint': str(root / 'vit.pth'),
         'train_dataloader.batch_size': 2,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'val_dataloader.num_workers': 0,
-        'val_dataloader.persistent_workers': False,
-        'test_dataloader.num_workers': 0,
-        'test_dataloader.persistent_workers': False,
         'default_hooks.checkpoint.interval': 2,
         'default_hooks.logger.interval': 1,
         'train_cfg.val_interval': 100,

@@ -1,7 +1,5 @@
 """Segmentation on mmseg: config swaps, the ADE20K recipes, demo, resume."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -122,7 +120,8 @@ def test_other_recipes_build(config):
 
 
 def test_distillation_needs_dispatchers():
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/ade20k/vitb_adapter.py'))
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/ade20k/vitb_adapter.py'))
     cfg.model.dyt_loss.distill = True
     with pytest.raises(ValueError, match='distill=True needs token'):
         build_segmentor(cfg)

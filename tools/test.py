@@ -2,7 +2,8 @@
 
 Examples::
 
-    python tools/test.py configs/demo/seg_demo.py work_dirs/seg_demo/iter_800.pth
+    python tools/test.py configs/demo/seg_demo.py \\
+        work_dirs/seg_demo/iter_600.pth
     python tools/test.py CONFIG CKPT --dispatch-threshold 0.6  # skip more
 """
 import argparse

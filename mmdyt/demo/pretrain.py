@@ -10,7 +10,7 @@ user loads a timm ViT-B.
 import os
 import os.path as osp
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import torch

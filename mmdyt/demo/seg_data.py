@@ -50,9 +50,9 @@ def _draw_shape(canvas: np.ndarray, kind: int, center: Tuple[int, int],
         points = [(1.4 * np.cos(a), 1.4 * np.sin(a))
                   for a in np.deg2rad([90, 210, 330])]
     else:  # cross
-        w, l = 0.35, 1.0
-        points = [(w, l), (w, w), (l, w), (l, -w), (w, -w), (w, -l),
-                  (-w, -l), (-w, -w), (-l, -w), (-l, w), (-w, w), (-w, l)]
+        w, h = 0.35, 1.0  # half width and half length of an arm
+        points = [(w, h), (w, w), (h, w), (h, -w), (w, -w), (w, -h),
+                  (-w, -h), (-w, -w), (-h, -w), (-h, w), (-w, w), (-w, h)]
     rot = np.array([[np.cos(angle), -np.sin(angle)],
                     [np.sin(angle), np.cos(angle)]])
     polygon = (np.array(points) @ rot.T * radius + [cx, cy]).round()

@@ -165,4 +165,3 @@ def make_video_demo(root: str,
         with open(ann_file, 'w') as f:
             f.writelines(lines)
     return dict(splits)
-

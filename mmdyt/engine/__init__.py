@@ -3,6 +3,6 @@ from .dispatch_stats_hook import DispatchStatsHook, find_dyt_backbone
 from .parameter_count_hook import ParameterCountHook, count_parameters
 
 __all__ = [
-    'AutocastOptimWrapper', 'DispatchStatsHook', 'ParameterCountHook', 'count_parameters',
-    'find_dyt_backbone'
+    'AutocastOptimWrapper', 'DispatchStatsHook', 'ParameterCountHook',
+    'count_parameters', 'find_dyt_backbone'
 ]

@@ -68,7 +68,8 @@ class DyTBlock(BaseModule):
         dispatch (str, optional): One of :data:`DISPATCH_MODES`.
             Defaults to ``'mlp'``.
         dispatcher_cfg (dict, optional): Extra arguments of every
-            :class:`TokenDispatcher` (``tau``, ``threshold``). Defaults to None.
+            :class:`TokenDispatcher` (``tau``, ``threshold``).
+            Defaults to None.
         adapter_cfg (dict, optional): Config of every adapter (``type`` is
             ``'Adapter'`` or ``'MoEAdapter'``); ``embed_dims`` is filled in.
             Defaults to ``dict(type='Adapter')``.
@@ -159,7 +160,7 @@ class DyTBlock(BaseModule):
         prefix = mask.new_ones(mask.shape[0], self.num_prefix_tokens)
         return torch.cat([prefix, mask], dim=1)
 
-    # --------------------------------------------------------------- sub-layers
+    # -------------------------------------------------------------- sub-layers
     def _attn_part(self, x: Tensor, complete: bool,
                    masks: List[Tensor]) -> Tensor:
         if self.attn_dispatcher is None:

@@ -2,6 +2,7 @@
 from typing import Dict, Optional, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -132,3 +133,29 @@ class DyTLoss(BaseModule):
         losses['loss_distill'] = self.distill_weight * distill_loss(
             student_logits, teacher_logits, dim=class_dim)
         return losses
+
+
+def build_dyt_loss(owner: str, backbone: nn.Module,
+                   dyt_loss: Optional[dict]) -> DyTLoss:
+    """The :class:`DyTLoss` of a DyT task model, checked against its
+    backbone.
+
+    Args:
+        owner (str): The task model's class name, for the messages.
+        backbone (nn.Module): Its backbone, which must be a ``DyTViT``.
+        dyt_loss (dict, optional): Arguments of :class:`DyTLoss`; None for
+            the defaults.
+
+    Raises:
+        ValueError: If the backbone is not a ``DyTViT``, or distillation is
+            asked of a backbone without dispatchers (adapter-only).
+    """
+    if not hasattr(backbone, 'dispatch_sites'):
+        raise ValueError(f'{owner} needs a DyTViT backbone, got '
+                         f'{type(backbone).__name__}')
+    loss = DyTLoss(**(dyt_loss or {}))
+    if loss.distill and not backbone.dispatch_sites:
+        raise ValueError(
+            'dyt_loss.distill=True needs token dispatchers: without '
+            'them (dispatch=None) the complete model is the model')
+    return loss

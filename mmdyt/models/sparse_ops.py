@@ -13,7 +13,7 @@ from torch import Tensor
 
 
 def active_index(mask: Tensor) -> Tensor:
-    """Return the flat indices of the active entries of ``mask`` (any shape)."""
+    """Flat indices of the active entries of ``mask`` (any shape)."""
     return mask.flatten().nonzero().squeeze(1)
 
 

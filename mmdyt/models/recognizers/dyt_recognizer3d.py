@@ -6,8 +6,9 @@ from mmaction.utils import OptSampleList, SampleList
 from mmengine.model import merge_dict
 from torch import Tensor
 
-from mmdyt.registry import build_model, register_model
+from mmdyt.registry import register_model
 from mmdyt.utils.args import suggest_unknown_arguments
+from ..losses import build_dyt_loss
 
 
 @register_model(scopes=('mmaction', ))
@@ -60,18 +61,11 @@ class DyTRecognizer3D(Recognizer3D):
 
     def __init__(self, dyt_loss: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
-        if not hasattr(self.backbone, 'dispatch_sites'):
-            raise ValueError(
-                'DyTRecognizer3D needs a DyTViT backbone, got '
-                f'{type(self.backbone).__name__}')
+        self.dyt_loss = build_dyt_loss(
+            type(self).__name__, self.backbone, dyt_loss)
         if not self.with_cls_head:
             raise ValueError('DyTRecognizer3D needs a cls_head')
-        self.dyt_loss = build_model(dict(type='DyTLoss', **(dyt_loss or {})))
         self.with_dispatch = bool(self.backbone.dispatch_sites)
-        if self.dyt_loss.distill and not self.with_dispatch:
-            raise ValueError(
-                'dyt_loss.distill=True needs token dispatchers: without '
-                'them (dispatch=None) the complete model is the model')
 
     def extract_feat(self,
                      inputs: Tensor,
