@@ -1,9 +1,11 @@
 """DispatchStatsHook: activation rate and FLOPs measured during evaluation."""
+import logging
 from typing import Dict, Optional
 
 import torch
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmdyt.registry import register_hook
@@ -30,14 +32,23 @@ class DispatchStatsHook(Hook):
     - ``backbone_gflops``: backbone GFLOPs per sample at the measured rates;
     - ``backbone_gflops_complete``: the same model computing every token.
 
+    When the measured rate is more than ``rate_tolerance`` away from the
+    model's training target (``model.dyt_loss.target_rate``), it logs a
+    warning: the evaluation thresholds ``sigmoid(score)`` at the dispatcher's
+    ``threshold`` while training draws Gumbel noise, so the two rates agree
+    only once training has polarised the scores.
+
     Args:
         priority (str): Runs before mmengine's RuntimeInfoHook so that the
             logger and ``runner.test()``'s result include the metrics.
             Defaults to ``'HIGHEST'``.
+        rate_tolerance (float): Distance from the target rate above which a
+            warning is logged. Defaults to 0.1.
     """
 
-    def __init__(self, priority: str = 'HIGHEST'):
+    def __init__(self, priority: str = 'HIGHEST', rate_tolerance: float = 0.1):
         self.priority = priority
+        self.rate_tolerance = rate_tolerance
         self._handle = None
         self._stats: Dict[str, torch.Tensor] = {}
 
@@ -83,9 +94,26 @@ class DispatchStatsHook(Hook):
             return
         metrics['act_rate'] = round(sum(site_sums) / len(site_sums) / images,
                                     4)
+        self._check_rate(runner, metrics['act_rate'])
         metrics['backbone_gflops'] = round(flops / samples / 1e9, 4)
         metrics['backbone_gflops_complete'] = round(
             complete_flops / samples / 1e9, 4)
+
+    def _check_rate(self, runner, rate: float) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        target = getattr(getattr(model, 'dyt_loss', None), 'target_rate',
+                         None)
+        if target is not None and abs(rate - target) > self.rate_tolerance:
+            print_log(
+                f'measured activation rate {rate:.3f} is far from the '
+                f'training target {target}: evaluation thresholds the '
+                'dispatcher scores without noise, which matches the '
+                'training rate once the scores have polarised (train '
+                'longer), or set the threshold (tools/test.py '
+                '--dispatch-threshold)',
+                logger='current',
+                level=logging.WARNING)
 
     def before_val_epoch(self, runner) -> None:
         self._start(runner)
