@@ -187,23 +187,28 @@ def seg_data_with_bad_images(tmp_path):
     return root
 
 
-def demo_dataset(root, split, on_error):
+def demo_dataset(root, split):
+    """The demo config's dataset of ``split`` over ``root``, with the
+    config's own pipeline (CheckedLoadImageFromFile: ``on_error='skip'``
+    in training, ``'raise'`` in testing)."""
+    from mmengine.config import Config
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/demo/seg_demo.py'))
+    pipeline = cfg.train_pipeline if split == 'training' else \
+        cfg.test_pipeline
+    assert pipeline[0]['type'] == 'CheckedLoadImageFromFile'
     return DATASETS.build(dict(
         type='BaseSegDataset', data_root=str(root),
         data_prefix=dict(img_path=f'images/{split}',
                          seg_map_path=f'annotations/{split}'),
         img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
-        pipeline=[
-            dict(type='CheckedLoadImageFromFile', on_error=on_error),
-            dict(type='LoadAnnotations', reduce_zero_label=True),
-            dict(type='PackSegInputs')]))
+        pipeline=pipeline))
 
 
 def test_training_skips_an_unreadable_image_with_a_warning(
         seg_data_with_bad_images):
-    dataset = demo_dataset(seg_data_with_bad_images, 'training', 'skip')
+    dataset = demo_dataset(seg_data_with_bad_images, 'training')
     records = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append
@@ -225,7 +230,7 @@ def test_training_skips_an_unreadable_image_with_a_warning(
 
 
 def test_testing_stops_at_an_unreadable_image(seg_data_with_bad_images):
-    dataset = demo_dataset(seg_data_with_bad_images, 'validation', 'raise')
+    dataset = demo_dataset(seg_data_with_bad_images, 'validation')
     dataset[0]
     with pytest.raises(ValueError, match=r'unreadable image .*demo_validati'
                        r'on_00001\.jpg: it cannot be decoded as an image'):
