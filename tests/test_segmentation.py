@@ -108,7 +108,7 @@ def test_ade20k_distill_recipe_trains_on_cpu():
 
 @pytest.mark.parametrize('config', [
     'configs/ade20k/dyt_vitb_moe.py', 'configs/ade20k/vitb_adapter.py',
-    'configs/coco_stuff164k/dyt_vitb.py'
+    'configs/coco_stuff164k/dyt_vitb.py', 'configs/demo/seg_demo_adapter.py'
 ])
 def test_other_recipes_build(config):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
