@@ -80,7 +80,17 @@ def test_resume_continues_where_the_run_stopped(demo_env, tmp_path):
                    options={**options, 'train_cfg.max_iters': 4})
     assert 'resumed epoch: 0, iter: 2' in log
     assert 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
-    assert (parts / 'iter_4.pth').exists()
+    # ... and ends where the uninterrupted run ended: same data, same Gumbel
+    # noise and dropout (IterSeedHook), so the same weights and moments
+    resumed, reference = load(parts / 'iter_4.pth'), load(full / 'iter_4.pth')
+    for key, value in reference['state_dict'].items():
+        torch.testing.assert_close(resumed['state_dict'][key], value,
+                                   rtol=0, atol=0, msg=key)
+    for index, moments in reference['optimizer']['state'].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(
+                resumed['optimizer']['state'][index][name], value, rtol=0,
+                atol=0)
 
 
 def parse_metrics(out: str) -> dict:

@@ -203,3 +203,7 @@ def test_resume_continues_where_the_run_stopped(clips, tmp_path):
              for c in (full_4, resumed_4)]
     assert steps[0] == steps[1] == {4}  # every parameter: 4 AdamW steps
     _assert_same(full_4['param_schedulers'], resumed_4['param_schedulers'])
+    # the same weights as the uninterrupted run: same clips, same Gumbel
+    # noise and dropout (IterSeedHook)
+    _assert_same(full_4['state_dict'], resumed_4['state_dict'])
+    _assert_same(full_4['optimizer'], resumed_4['optimizer'])

@@ -145,6 +145,7 @@ default_hooks = dict(
     visualization=dict(type='SegVisualizationHook'))
 custom_hooks = [
     dict(type='DispatchStatsHook'),
+    dict(type='IterSeedHook'),  # exact resume: seeds every iteration
     dict(type='ParameterCountHook'),
 ]
 env_cfg = dict(

@@ -151,6 +151,7 @@ default_hooks = dict(
         save_best=None))
 custom_hooks = [
     dict(type='DispatchStatsHook'),
+    dict(type='IterSeedHook'),  # exact resume: seeds every iteration
     dict(type='ParameterCountHook'),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -28,5 +28,6 @@ default_hooks = dict(
         max_keep_ckpts=3))
 custom_hooks = [
     dict(type='DispatchStatsHook'),
+    dict(type='IterSeedHook'),  # exact resume: seeds every iteration
     dict(type='ParameterCountHook'),
 ]

@@ -45,5 +45,6 @@ test_cfg = dict(type='TestLoop')
 auto_scale_lr = dict(enable=False, base_batch_size=128)
 custom_hooks = [
     dict(type='DispatchStatsHook'),
+    dict(type='IterSeedHook'),  # exact resume: seeds every iteration
     dict(type='ParameterCountHook'),
 ]
