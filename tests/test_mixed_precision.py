@@ -30,6 +30,16 @@ def test_gathered_path_under_autocast(dispatch):
     assert error < 2e-2  # bfloat16: 8 bits of mantissa
 
 
+@pytest.mark.parametrize('dispatch', ['mlp', 'attn', 'attn_mlp', 'layer'])
+def test_a_block_alone_keeps_its_residual_stream_float32(dispatch):
+    from mmdyt.models import DyTBlock
+    block = DyTBlock(32, 2, dispatch=dispatch).eval()
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad(), torch.autocast(**BF16):
+        out, masks = block(x)  # gathered path: index_add of one dtype
+    assert out.dtype == torch.float32 and masks
+
+
 def test_training_under_autocast_reaches_the_dispatchers():
     model = DyTViT(arch='tiny', img_size=32, out_type='raw').train()
     with torch.autocast(**BF16):

@@ -142,11 +142,15 @@ class DyTBlock(BaseModule):
                 if has_adapter else None)
 
     # ------------------------------------------------------------------ utils
+    # Residual updates come back in the dtype of the residual stream ``x``:
+    # under autocast the sub-layers compute in half precision while the
+    # stream stays float32 (and the gathered path's ``index_add`` needs one
+    # dtype). Without autocast ``.to`` returns its input.
     def _attn_update(self, x: Tensor) -> Tensor:
-        return self.ls1(self.attn(self.norm1(x)))
+        return self.ls1(self.attn(self.norm1(x))).to(x.dtype)
 
     def _mlp_update(self, x: Tensor) -> Tensor:
-        return self.ls2(self.mlp(self.norm2(x)))
+        return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
 
     def _decide(self, dispatcher: nn.Module, tokens: Tensor,
                 complete: bool) -> Tensor:
@@ -175,8 +179,9 @@ class DyTBlock(BaseModule):
                 self._attn_update(x) * self._with_prefix(mask)[..., None])
         else:
             full = self._with_prefix(mask)
-            update = self.ls1(query_subset_attention(self.attn,
-                                                     self.norm1(x), full))
+            update = self.ls1(
+                query_subset_attention(self.attn, self.norm1(x),
+                                       full)).to(x.dtype)
             out = x.flatten(0, 1).index_add(0, active_index(full),
                                             update).view_as(x)
         return out + self.attn_adapter(x)

@@ -29,18 +29,6 @@ def is_dyt_param(name: str) -> bool:
     return any(key in name for key in DYT_PARAM_KEYWORDS)
 
 
-def _float32_update_hook(module: nn.Module, args: tuple,
-                         output: Tensor) -> Optional[Tensor]:
-    """Forward hook: a block's residual update back in float32 under
-    autocast, so that the residual stream stays float32 (the usual
-    mixed-precision practice) and the gathered path's scatter-add adds
-    tensors of one dtype."""
-    if output.dtype in (torch.float16, torch.bfloat16) and \
-            torch.is_autocast_enabled(output.device.type):
-        return output.float()
-    return None
-
-
 def _registered_model(name: str):
     """The class registered as ``name`` in mmseg's or mmaction2's MODELS."""
     from mmaction.registry import MODELS as MMACTION_MODELS
@@ -271,11 +259,6 @@ class DyTViT(BaseModule):
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None
-        # mixed precision: every residual update (attention, MLP; each ends
-        # in its layer scale) is returned in float32 under autocast
-        for block in self.blocks:
-            block.ls1.register_forward_hook(_float32_update_hook)
-            block.ls2.register_forward_hook(_float32_update_hook)
 
         self._init_vit_weights()
         self.save_trainable_only = save_trainable_only
