@@ -2,21 +2,28 @@
 import difflib
 import functools
 import inspect
-from typing import Callable, Iterable, List, Optional, Type, TypeVar
+from typing import Callable, Iterable, List, Optional, Tuple, Type, TypeVar
 
 T = TypeVar('T')
 
 
-def _keyword_names(fn: Callable) -> Optional[List[str]]:
-    """Keyword arguments ``fn`` accepts; None if it takes ``**kwargs``."""
-    names = []
+def _signature_keywords(fn: Callable) -> Tuple[List[str], bool]:
+    """The keyword arguments ``fn`` names, and whether it takes
+    ``**kwargs``."""
+    names, var_keyword = [], False
     for name, param in inspect.signature(fn).parameters.items():
         if param.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                          inspect.Parameter.KEYWORD_ONLY) and name != 'self':
+            var_keyword = True
+        elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            inspect.Parameter.KEYWORD_ONLY) and name != 'self':
             names.append(name)
-    return names
+    return names, var_keyword
+
+
+def _keyword_names(fn: Callable) -> Optional[List[str]]:
+    """Keyword arguments ``fn`` accepts; None if it takes ``**kwargs``."""
+    names, var_keyword = _signature_keywords(fn)
+    return None if var_keyword else names
 
 
 def check_arguments(owner: str,
@@ -78,21 +85,16 @@ def _constructor_keyword_names(cls: type) -> Optional[List[str]]:
     chain ends in a constructor that accepts anything."""
     names: List[str] = []
     for klass in cls.__mro__:
-        if '__init__' not in vars(klass):
+        init = vars(klass).get('__init__')
+        if init is None:
             continue
         if klass is object:
             return None
-        init = vars(klass)['__init__']
-        init = getattr(init, '__wrapped__', init)
-        own = _keyword_names(init)
-        if own is not None:
-            return names + own
-        names += [
-            name for name, param in inspect.signature(init).parameters.items()
-            if name != 'self' and param.kind in (
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                inspect.Parameter.KEYWORD_ONLY)
-        ]
+        own, var_keyword = _signature_keywords(
+            getattr(init, '__wrapped__', init))
+        names += own
+        if not var_keyword:
+            return names
     return None
 
 
@@ -103,12 +105,13 @@ def suggest_unknown_arguments(cls: Type[T]) -> Type[T]:
     that the constructor passes on through ``**kwargs`` to its base class
     are checked against the base class's constructor."""
     init = cls.__init__
+    valid = _constructor_keyword_names(cls)  # once, when the class is made
+    if valid is None:
+        return cls
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        valid = _constructor_keyword_names(cls)
-        if valid is not None:
-            check_arguments(cls.__name__, kwargs, valid)
+        check_arguments(cls.__name__, kwargs, valid)
         init(self, *args, **kwargs)
 
     cls.__init__ = __init__
