@@ -5,9 +5,10 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 from mmaction.registry import OPTIM_WRAPPERS as MMACTION_OPTIM_WRAPPERS
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmseg.registry import OPTIM_WRAPPERS as MMSEG_OPTIM_WRAPPERS
+
+from .dispatch_stats_hook import unwrap_model
 
 #: Autocast dtypes that need no loss scaling (float32's exponent range).
 UNSCALED_DTYPES = ('bfloat16', )
@@ -59,7 +60,7 @@ class AutocastOptimWrapper(OptimWrapper):
     def optim_context(self, model: nn.Module):
         """Gradient accumulation context of ``OptimWrapper`` plus
         ``torch.autocast``."""
-        module = model.module if is_model_wrapper(model) else model
+        module = unwrap_model(model)
         device_type = self.device_type or next(
             module.parameters()).device.type
         with super().optim_context(model), torch.autocast(

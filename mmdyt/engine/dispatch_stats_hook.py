@@ -12,10 +12,14 @@ from mmdyt.registry import register_hook
 from mmdyt.utils.flops import dyt_vit_flops
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a model wrapper (DDP, ...), else ``model``."""
+    return model.module if is_model_wrapper(model) else model
+
+
 def find_dyt_backbone(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     """The DyTViT of a segmentor or recognizer (unwrapping DDP), if any."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     backbone = getattr(model, 'backbone', model)
     return backbone if hasattr(backbone, 'dispatch_sites') else None
 
@@ -100,10 +104,9 @@ class DispatchStatsHook(Hook):
             complete_flops / samples / 1e9, 4)
 
     def _check_rate(self, runner, rate: float) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        target = getattr(getattr(model, 'dyt_loss', None), 'target_rate',
-                         None)
+        target = getattr(
+            getattr(unwrap_model(runner.model), 'dyt_loss', None),
+            'target_rate', None)
         if target is not None and abs(rate - target) > self.rate_tolerance:
             print_log(
                 f'measured activation rate {rate:.3f} is far from the '

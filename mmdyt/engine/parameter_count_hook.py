@@ -1,14 +1,13 @@
 """ParameterCountHook: logs total and trainable parameters at start-up."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmdyt.registry import register_hook
+from .dispatch_stats_hook import unwrap_model
 
 
 def count_parameters(model) -> dict:
     """Total and trainable parameters of ``model`` and of its backbone."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     counts = {}
     parts = [('model', model)]
     if hasattr(model, 'backbone'):
