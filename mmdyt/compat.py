@@ -3,8 +3,7 @@
 ``import mmdyt`` runs :func:`apply_all` before anything else, so that every
 entry point (``tools/train.py``, ``custom_imports=dict(imports=['mmdyt'])``,
 a notebook) gets the same, working environment. Each fix checks that its
-problem is really present, acts only then, and logs once what it did
-(DESIGN.md section 3):
+problem is really present, acts only then, and logs once what it did:
 
 1. mmcv-lite ships no compiled ``mmcv._ext``, yet mmseg 1.2.2 imports
    ``mmcv.ops`` at module level, so ``import mmseg.models`` fails. A stand-in

@@ -1,72 +1,89 @@
 """Registration of mmdyt's modules in the OpenMMLab libraries it extends.
 
-mmdyt has no registry of its own: its modules are registered directly in
-mmseg's and mmaction2's registries, so that ``type='DyTViT'`` works in any
-existing config of either library (with ``custom_imports=dict(imports=
-['mmdyt'])`` or after ``import mmdyt``).
+mmdyt has no registry of its own: each module is registered directly in the
+registries of the libraries it plugs into (mmseg, mmaction2), so that
+``type='DyTViT'`` works in any existing config of those libraries (with
+``custom_imports=dict(imports=['mmdyt'])`` or after ``import mmdyt``).
+
+One idiom serves every kind of module::
+
+    @register('MODELS')                      # in every library
+    class DyTViT(BaseModule): ...
+
+    @register('MODELS', scopes=('mmseg', ))  # in one library only
+    class DyTEncoderDecoder(EncoderDecoder): ...
+
+Adding a library is one entry of :data:`LIBRARIES`.
 """
-from typing import Callable, Sequence, Type
+import importlib
+from typing import Callable, Dict, Optional, Sequence, Type
 
 import torch.nn as nn
-from mmengine.registry import DefaultScope
-from mmaction.registry import HOOKS as MMACTION_HOOKS
-from mmaction.registry import MODELS as MMACTION_MODELS
-from mmseg.registry import HOOKS as MMSEG_HOOKS
-from mmseg.registry import MODELS as MMSEG_MODELS
+from mmengine.registry import DefaultScope, Registry
 
-_REGISTRIES = {
-    'model': {'mmseg': MMSEG_MODELS, 'mmaction': MMACTION_MODELS},
-    'hook': {'mmseg': MMSEG_HOOKS, 'mmaction': MMACTION_HOOKS},
+#: Libraries mmdyt plugs into: scope name -> module holding its registries.
+LIBRARIES: Dict[str, str] = {
+    'mmseg': 'mmseg.registry',
+    'mmaction': 'mmaction.registry',
 }
 
+#: Registry kinds mmdyt registers into (names of the libraries' registries).
+KINDS = ('MODELS', 'HOOKS', 'TRANSFORMS', 'OPTIM_WRAPPERS')
 
-def build_model(cfg: dict) -> nn.Module:
-    """Build a model component from ``cfg`` in the current library's registry.
 
-    With ``default_scope`` ``'mmaction'`` mmaction2's registry is used, else
-    mmseg's (never mmengine's root registry, which a Runner of another scope
-    may have made the default). Shared mmdyt modules are in both.
+def library_registry(scope: str, kind: str) -> Registry:
+    """The registry ``kind`` (e.g. ``'MODELS'``) of the library ``scope``.
+
+    Raises:
+        ValueError: If ``scope`` or ``kind`` is not one mmdyt knows.
     """
-    current = DefaultScope.get_current_instance()
-    scope = current.scope_name if current is not None else None
-    cfg = dict(cfg)
-    cfg.setdefault('_scope_', scope if scope in _REGISTRIES['model'] else
-                   'mmseg')
-    return _REGISTRIES['model'][cfg['_scope_']].build(cfg)
+    if scope not in LIBRARIES:
+        raise ValueError(f'unknown scope {scope!r}; mmdyt plugs into '
+                         f'{sorted(LIBRARIES)}')
+    if kind not in KINDS:
+        raise ValueError(f'unknown registry kind {kind!r}; one of {KINDS}')
+    return getattr(importlib.import_module(LIBRARIES[scope]), kind)
 
 
-def _register(kind: str, scopes: Sequence[str]) -> Callable[[Type], Type]:
-    unknown = set(scopes) - set(_REGISTRIES[kind])
-    if unknown:
-        raise ValueError(f'unknown scopes {sorted(unknown)}; expected a '
-                         f'subset of {sorted(_REGISTRIES[kind])}')
+def register(kind: str,
+             scopes: Optional[Sequence[str]] = None
+             ) -> Callable[[Type], Type]:
+    """Class decorator registering a class in the ``kind`` registry of each
+    library in ``scopes``.
+
+    Args:
+        kind (str): One of :data:`KINDS`.
+        scopes (Sequence[str], optional): Libraries to register in, keys of
+            :data:`LIBRARIES`. Defaults to all of them.
+    """
+    scopes = tuple(LIBRARIES) if scopes is None else tuple(scopes)
+    registries = [library_registry(scope, kind) for scope in scopes]
 
     def decorator(cls: Type) -> Type:
-        for scope in scopes:
-            _REGISTRIES[kind][scope].register_module(module=cls)
+        for registry in registries:
+            registry.register_module(module=cls)
         return cls
 
     return decorator
 
 
-def register_model(scopes: Sequence[str] = ('mmseg', 'mmaction')
-                   ) -> Callable[[Type], Type]:
-    """Class decorator registering a model in mmseg's and/or mmaction2's
-    ``MODELS``.
+def current_scope(default: str = 'mmseg') -> str:
+    """The default scope if it is a library mmdyt plugs into, else
+    ``default`` (never mmengine's root scope, which a Runner of another
+    library may have made the current one)."""
+    current = DefaultScope.get_current_instance()
+    scope = current.scope_name if current is not None else None
+    return scope if scope in LIBRARIES else default
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """Build a model component from ``cfg`` in the current library's
+    ``MODELS`` (see :func:`current_scope`); mmdyt's shared modules are in
+    every library's registry.
 
     Args:
-        scopes (Sequence[str]): Libraries to register in, a subset of
-            ``('mmseg', 'mmaction')``. Defaults to both.
+        cfg (dict): The config, with ``type``; an explicit ``_scope_`` wins.
     """
-    return _register('model', scopes)
-
-
-def register_hook(scopes: Sequence[str] = ('mmseg', 'mmaction')
-                  ) -> Callable[[Type], Type]:
-    """Class decorator registering a hook in mmseg's and/or mmaction2's
-    ``HOOKS``.
-
-    Args:
-        scopes (Sequence[str]): Libraries to register in. Defaults to both.
-    """
-    return _register('hook', scopes)
+    cfg = dict(cfg)
+    scope = cfg.setdefault('_scope_', current_scope())
+    return library_registry(scope, 'MODELS').build(cfg)

@@ -4,11 +4,11 @@ from typing import Optional
 
 import mmcv
 import numpy as np
-from mmaction.registry import TRANSFORMS as MMACTION_TRANSFORMS
 from mmcv.transforms import LoadImageFromFile
 from mmengine import fileio
 from mmengine.logging import print_log
-from mmseg.registry import TRANSFORMS as MMSEG_TRANSFORMS
+
+from mmdyt.registry import register
 
 #: What :class:`CheckedLoadImageFromFile` does with an unreadable image.
 ON_ERROR = ('skip', 'raise')
@@ -30,13 +30,7 @@ def check_image_bytes(data: bytes) -> Optional[str]:
     return None
 
 
-def _register(cls):
-    for registry in (MMSEG_TRANSFORMS, MMACTION_TRANSFORMS):
-        registry.register_module(module=cls)
-    return cls
-
-
-@_register
+@register('TRANSFORMS')
 class CheckedLoadImageFromFile(LoadImageFromFile):
     """mmcv's ``LoadImageFromFile`` that deals with unreadable images.
 

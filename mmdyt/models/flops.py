@@ -1,0 +1,136 @@
+"""An analytic FLOPs model of DyTViT at given activation rates.
+
+FLOPs are counted as multiply-accumulates, the convention of fvcore and
+mmengine's counter that the paper's numbers use (ViT-B/16 at 224: 17.58 G),
+and with the same rules as those counters, so that the model agrees with them
+exactly on a traced forward (``tests/test_flops.py``). It reads the
+structure of the blocks (their dispatch sites and adapters), never runs
+them:
+
+- linear layers, convolutions and the attention matmuls (``q k^T`` and the
+  weighted sum): one FLOP per multiply-accumulate, biases free;
+- LayerNorm: 5 FLOPs per element (fvcore's estimate for an affine norm);
+- activations, softmax, additions and the mask comparisons: free.
+
+Adapters, MoE routers (and their weight merging) and dispatchers are counted
+on the tokens they see. Only the tokens a DyT block really computes are
+counted: at an activation rate ``r`` the MLP (and its LayerNorm) of a
+``'mlp'``-dispatched block sees ``prefix + r * patches`` tokens.
+
+Everything is linear in the number of computed tokens for a fixed input size,
+so the FLOPs at the mean activation rate over a set of inputs equal the mean
+of the per-input FLOPs: rates measured over a dataset give its mean FLOPs.
+A video clip costs its number of frames times the FLOPs of one frame.
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+from .adapters import MoEAdapter
+from .dyt_block import SITES
+
+#: FLOPs per element of an affine LayerNorm (fvcore's and mmengine's rule).
+NORM_FLOPS_PER_ELEMENT = 5
+
+
+@dataclass
+class FlopsReport:
+    """FLOPs (multiply-accumulates) of one image through a DyTViT.
+
+    Attributes:
+        patch_embed (float): The patch embedding.
+        blocks (list[float]): Each executed block, adapters and dispatchers
+            included.
+        final_norm (float): The final LayerNorm, if the backbone has one and
+            runs its last block. Defaults to 0.
+    """
+    patch_embed: float
+    blocks: List[float] = field(default_factory=list)
+    final_norm: float = 0.
+
+    @property
+    def total(self) -> float:
+        """FLOPs of the backbone for one image."""
+        return self.patch_embed + sum(self.blocks) + self.final_norm
+
+
+def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
+                   channels: int) -> float:
+    if adapter is None:
+        return 0.
+    if isinstance(adapter, MoEAdapter):
+        experts, bottleneck = adapter.down_weight.shape[:2]
+        # per image: the router on the token mean, then merging the experts'
+        # two weight matrices and two biases
+        merge = (channels * experts + 2 * experts * bottleneck * channels +
+                 experts * (bottleneck + channels))
+        return 2 * num_tokens * channels * bottleneck + merge
+    return 2 * num_tokens * channels * adapter.down.out_features
+
+
+def dyt_vit_flops(backbone: nn.Module,
+                  img_size: Tuple[int, int],
+                  rates: Optional[Sequence[float]] = None,
+                  with_dyt: bool = True) -> FlopsReport:
+    """FLOPs of one image (or frame) through ``backbone``.
+
+    Args:
+        backbone (DyTViT): The model (its structure is read, not run).
+        img_size (tuple[int, int]): Input height and width.
+        rates (Sequence[float], optional): Activation rate of every
+            dispatcher, in :attr:`DyTViT.dispatch_sites` order (for
+            ``'layer'`` dispatch the fraction of computed samples). None means
+            every token is computed. Defaults to None.
+        with_dyt (bool): Count adapters and dispatchers. False gives the
+            plain pre-trained ViT. Defaults to True.
+
+    Returns:
+        FlopsReport: The patch embedding's and each executed block's FLOPs.
+
+    Examples:
+        >>> from mmdyt.models import DyTViT
+        >>> vit_b = DyTViT(arch='base')
+        >>> round(dyt_vit_flops(vit_b, (224, 224), with_dyt=False).total / 1e9,
+        ...       2)
+        17.58
+    """
+    channels = backbone.embed_dims
+    hidden = backbone.arch_settings['feedforward_channels']
+    patch = backbone.patch_size
+    grid = (img_size[0] // patch, img_size[1] // patch)
+    patches = grid[0] * grid[1]
+    prefix = backbone.num_prefix_tokens
+    tokens = prefix + patches
+    norm = NORM_FLOPS_PER_ELEMENT * channels
+    sites = backbone.dispatch_sites
+    if rates is None:
+        rates = [1.0] * len(sites)
+    if len(rates) != len(sites):
+        raise ValueError(f'got {len(rates)} rates for {len(sites)} '
+                         'dispatchers')
+    rate_of = dict(zip(sites, rates))
+
+    report = FlopsReport(
+        patch_embed=patches * channels * backbone.in_channels * patch * patch)
+    last = max(backbone.out_indices)
+    for index, block in enumerate(backbone.blocks[:last + 1]):
+        queries = prefix + rate_of.get((index, 'attn'), 1.) * patches
+        computed = prefix + rate_of.get((index, 'mlp'), 1.) * patches
+        attn = (2 * tokens * channels * channels  # keys and values
+                + 2 * queries * channels * channels  # queries, projection
+                + 2 * queries * tokens * channels  # scores, weighted sum
+                + tokens * norm)  # norm1: keys and values need every token
+        mlp = 2 * computed * channels * hidden + computed * norm
+        flops = (attn + mlp) * rate_of.get((index, 'layer'), 1.)
+        if with_dyt:
+            for site in SITES:
+                flops += _adapter_flops(
+                    getattr(block, f'{site}_adapter'), tokens, channels)
+            for site in block.dispatch_sites:
+                flops += channels * (1 if site == 'layer' else patches)
+        report.blocks.append(flops)
+    if getattr(backbone, 'norm', None) is not None and \
+            last == backbone.num_layers - 1:
+        report.final_norm = tokens * norm
+    return report

@@ -1,0 +1,134 @@
+"""Inference speed: DyT vs the dense ViT vs the adapter-only baseline.
+
+In one process, with the same (random) pre-trained weights and the same
+inputs, times the dense timm ViT, the adapter-only DyTViT and DyT's gathered
+evaluation path, and compares DyT's measured speedup with the FLOPs bound at
+the measured activation rate. See benchmark_models.py beside this file for
+the models and the method, and BENCHMARKS.md for results. On a machine whose
+cores other jobs share, use ``--threads 1``: several OpenMP threads competing
+with other processes make wall times swing by tens of percent.
+
+Examples::
+
+    cd tools/analysis_tools
+    python benchmark.py --preset vit-b-224 --json vit_b_224.json
+    python benchmark.py --preset vit-b-512 --batch 2 --threads 2
+    python benchmark.py --preset vit-b-224 --batch 8 --rate 1.0
+    python benchmark.py --arch tiny --img-size 64 --batch 1 4
+"""
+import argparse
+import json
+from typing import List, Optional
+
+import torch
+
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from benchmark_models import (PRESETS, benchmark_setting,
+                              build_benchmark_models, format_markdown)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--preset',
+        choices=sorted(PRESETS),
+        help='a named setting (default: vit-b-224 unless '
+        '--arch is given)')
+    parser.add_argument(
+        '--arch', help="ViT size instead of the preset's: tiny, small, base, "
+        'large')
+    parser.add_argument('--img-size', type=int, help='input height = width')
+    parser.add_argument(
+        '--num-frames', type=int, help='frames per clip (a video setting)')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        nargs='+',
+        help="batch sizes to run (default: the preset's)")
+    parser.add_argument(
+        '--rate',
+        type=float,
+        help='target activation rate in [0, 1], set by shifting the '
+        'dispatcher biases (default: the random dispatchers, ~0.5)')
+    parser.add_argument(
+        '--threads', type=int, help='torch.set_num_threads (default: torch)')
+    parser.add_argument(
+        '--warmup', type=int, default=2, help='untimed forwards per model')
+    parser.add_argument(
+        '--repeats', type=int, default=10, help='timed forwards per model')
+    parser.add_argument(
+        '--timer',
+        choices=['wall', 'cpu'],
+        default='wall',
+        help='wall-clock time (default), or the CPU time of this process: '
+        'steadier on a busy shared machine, with --threads 1')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument('--json', help='write the rows to this file')
+    args = parser.parse_args(argv)
+    if args.rate is not None and not 0 <= args.rate <= 1:
+        parser.error('--rate must be in [0, 1]')
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error('--repeats must be >= 1 and --warmup >= 0')
+    if args.batch and min(args.batch) < 1:
+        parser.error('--batch sizes must be >= 1')
+    return args
+
+
+def resolve_setting(args: argparse.Namespace) -> dict:
+    """The preset, with ``--arch``/``--img-size``/... overriding it."""
+    if args.preset is None and args.arch is None:
+        args.preset = 'vit-b-224'
+    setting = dict(PRESETS[args.preset]) if args.preset else dict(
+        arch=args.arch, img_size=224, num_frames=None, batches=(1, ))
+    for key in ('arch', 'img_size', 'num_frames'):
+        if getattr(args, key) is not None:
+            setting[key] = getattr(args, key)
+    if args.batch:
+        setting['batches'] = tuple(args.batch)
+    custom = args.preset is None or any(
+        getattr(args, key) is not None
+        for key in ('arch', 'img_size', 'num_frames'))
+    if custom:
+        name = f'vit-{setting["arch"]}-{setting["img_size"]}'
+        if setting['num_frames']:
+            name += f'-video{setting["num_frames"]}'
+    else:
+        name = args.preset
+    setting['name'] = name
+    return setting
+
+
+def main(argv: Optional[List[str]] = None) -> List[dict]:
+    """Run the benchmark; returns the rows (also for tests)."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setting = resolve_setting(args)
+    models = build_benchmark_models(
+        setting['arch'], setting['img_size'], seed=args.seed)
+    rows = []
+    for batch in setting['batches']:
+        rows.append(
+            benchmark_setting(
+                models,
+                setting['name'],
+                batch,
+                setting['img_size'],
+                num_frames=setting['num_frames'],
+                rate=args.rate,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                timer=args.timer,
+                seed=args.seed))
+    print(f'\ntorch {torch.__version__}, {torch.get_num_threads()} threads; '
+          f'median {args.timer} ms per forward of a batch\n')
+    print(format_markdown(rows))
+    if args.json:
+        with open(args.json, 'w') as file:
+            json.dump(rows, file, indent=2)
+        print(f'\nwrote {args.json}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,337 @@
+"""Inference speed of DyT against the dense ViT, in one process.
+
+Three backbones share the same pre-trained weights and run on the same
+inputs (:func:`build_benchmark_models`):
+
+- ``dense``: timm's ``VisionTransformer`` (``forward_features``), i.e. the
+  plain pre-trained ViT one would deploy without DyT, with timm's fused
+  ``scaled_dot_product_attention``. It is not a DyT model run with
+  ``complete=True``: that would include the adapters (it is the
+  adapter-only cost) and DyT's bookkeeping, and would flatter DyT.
+- ``adapter``: :class:`DyTViT` with ``dispatch=None``: the adapter-only
+  (AdaptFormer-style) baseline, every token through every MLP.
+- ``dyt``: :class:`DyTViT` with MLP dispatch in eval mode: the gathered
+  path, where skipped tokens do not enter the MLP.
+
+``dyt`` and ``adapter`` share their adapter weights too. The weights are
+random (nothing is downloaded): speed depends on how many tokens are
+computed, not on which. Random dispatchers activate about half of the
+tokens; :func:`set_activation_rate` shifts each dispatcher's bias so that a
+target fraction of the tokens of the benchmark input is active.
+
+Timing (:func:`time_interleaved`) runs under ``torch.inference_mode`` with
+warm-up, then interleaves the models in every repeat (in a rotating order)
+so that load changes on a shared machine hit all of them alike, and reports
+median milliseconds per forward.
+"""
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from torch import Tensor
+
+from mmdyt.models import DyTViT
+from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.flops import dyt_vit_flops
+
+#: Named benchmark settings: ViT-B/16 for image classification, the
+#: segmentation backbone and 8-frame clips.
+PRESETS = {
+    'vit-b-224': dict(arch='base', img_size=224, num_frames=None,
+                      batches=(1, 8, 32)),
+    'vit-b-512': dict(arch='base', img_size=512, num_frames=None,
+                      batches=(1, 2)),
+    'vit-b-video': dict(arch='base', img_size=224, num_frames=8,
+                        batches=(1, 2)),
+}
+
+#: Clocks :func:`time_interleaved` can use: wall time, or the CPU time of
+#: this process (all its threads), which other processes on a shared machine
+#: disturb less (use it with ``torch.set_num_threads(1)``).
+TIMERS = {'wall': time.perf_counter, 'cpu': time.process_time}
+
+#: Names of the benchmarked models, in table order.
+MODEL_NAMES = ('dense', 'adapter', 'dyt')
+
+
+class DenseViT(nn.Module):
+    """The plain pre-trained ViT: timm's ``forward_features``, videos folded
+    frame by frame into the batch as :class:`DyTViT` does.
+
+    Args:
+        vit (nn.Module): A timm ``VisionTransformer``.
+    """
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
+            x = x.transpose(1, 2).flatten(0, 1)
+        return self.vit.forward_features(x)
+
+
+@dataclass
+class BenchmarkModels:
+    """The three benchmarked backbones (eval mode, same weights)."""
+    dense: DenseViT
+    adapter: DyTViT
+    dyt: DyTViT
+
+    def as_dict(self) -> Dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in MODEL_NAMES}
+
+
+def build_benchmark_models(arch: str = 'base',
+                           img_size: int = 224,
+                           patch_size: int = 16,
+                           adapter_cfg: Optional[dict] = None,
+                           seed: int = 0) -> BenchmarkModels:
+    """Build the dense ViT, the adapter-only and the DyT backbone.
+
+    Args:
+        arch (str | dict): A :attr:`DyTViT.arch_zoo` name or arch dict.
+            Defaults to ``'base'``.
+        img_size (int): Input size. Defaults to 224.
+        patch_size (int): Patch size. Defaults to 16.
+        adapter_cfg (dict, optional): Adapter config of the DyT models.
+            Defaults to None (``Adapter``, bottleneck 64).
+        seed (int): Seed of the random weights. Defaults to 0.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(seed)
+    common = dict(
+        arch=arch,
+        img_size=img_size,
+        patch_size=patch_size,
+        out_type='raw',
+        final_norm=True,
+        adapter_cfg=adapter_cfg)
+    dyt = DyTViT(dispatch='mlp', **common).eval()
+    adapter = DyTViT(dispatch=None, **common).eval()
+    settings = dyt.arch_settings
+    vit = VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        embed_dim=settings['embed_dims'],
+        depth=settings['num_layers'],
+        num_heads=settings['num_heads'],
+        mlp_ratio=settings['feedforward_channels'] / settings['embed_dims'],
+        qkv_bias=True,
+        num_classes=0,
+        global_pool='').eval()
+    # DyTViT uses timm's parameter names: the same pre-trained weights
+    # everywhere, and the DyT model's adapters in the adapter-only one
+    missing, unexpected = dyt.load_state_dict(vit.state_dict(), strict=False)
+    if unexpected or any('_adapter.' not in k and '_dispatcher.' not in k
+                         for k in missing):
+        raise RuntimeError(f'timm ViT and DyTViT weights differ: missing '
+                           f'{missing[:5]}, unexpected {unexpected[:5]}')
+    adapter.load_state_dict(dyt.state_dict(), strict=False)
+    return BenchmarkModels(DenseViT(vit), adapter, dyt)
+
+
+def _bias_for_rate(scores: Tensor, rate: float) -> float:
+    """Bias that makes a fraction ``rate`` of ``scores + bias`` positive."""
+    ordered = scores.flatten().double().sort().values
+    count = ordered.numel()
+    active = int(round(rate * count))
+    if active >= count:
+        return float(1 - ordered[0])
+    if active <= 0:
+        return float(-1 - ordered[-1])
+    # the midpoint between the last skipped and the first active score
+    return float(-(ordered[count - active - 1] + ordered[count - active]) / 2)
+
+
+@torch.no_grad()
+def set_activation_rate(model: DyTViT, inputs: Tensor, rate: float) -> None:
+    """Shift every dispatcher's bias so that ``rate`` of the tokens of
+    ``inputs`` are active.
+
+    One forward: a pre-hook on each dispatcher sets its bias from the scores
+    of the tokens it receives, which already reflect the biases set in the
+    blocks before it. The model then activates (up to ties) a fraction
+    ``rate`` of the patch tokens of ``inputs`` at every dispatcher; other
+    inputs of the same distribution get about the same rate. Only the
+    biases change, so this is a benchmark device, not a training method.
+
+    Args:
+        model (DyTViT): The model, in eval mode.
+        inputs (Tensor): The calibration inputs.
+        rate (float): Target activation rate in [0, 1].
+    """
+    if not 0 <= rate <= 1:
+        raise ValueError(f'rate must be in [0, 1], got {rate}')
+
+    def hook(dispatcher, args):
+        scores = dispatcher.linear(args[0]).squeeze(-1) - \
+            dispatcher.linear.bias
+        bias = _bias_for_rate(scores, rate) + dispatcher._logit_threshold
+        dispatcher.linear.bias.fill_(bias)
+
+    handles = [
+        d.register_forward_pre_hook(hook) for d in model.dispatchers()
+    ]
+    try:
+        model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def time_interleaved(models: Dict[str, Callable[[Tensor], object]],
+                     inputs: Tensor,
+                     warmup: int = 2,
+                     repeats: int = 10,
+                     timer: str = 'wall') -> Dict[str, List[float]]:
+    """Time forwards of several models on the same inputs.
+
+    Each repeat runs every model once, in an order rotated by one model per
+    repeat, so that slow phases of a shared machine hit all models alike.
+
+    Args:
+        models (dict[str, Callable]): Forward functions by name.
+        inputs (Tensor): The batch every model runs on.
+        warmup (int): Untimed forwards of each model first. Defaults to 2.
+        repeats (int): Timed forwards of each model. Defaults to 10.
+        timer (str): A clock of :data:`TIMERS`. Defaults to ``'wall'``.
+
+    Returns:
+        dict[str, list[float]]: The times (ms) of each model's forwards.
+    """
+    if timer not in TIMERS:
+        raise ValueError(f'timer must be one of {sorted(TIMERS)}, got '
+                         f'{timer!r}')
+    clock = TIMERS[timer]
+    names = list(models)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                models[name](inputs)
+        for repeat in range(repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = clock()
+                models[name](inputs)
+                times[name].append((clock() - start) * 1e3)
+    return times
+
+
+def benchmark_setting(models: BenchmarkModels,
+                      setting: str,
+                      batch: int,
+                      img_size: int,
+                      num_frames: Optional[int] = None,
+                      rate: Optional[float] = None,
+                      warmup: int = 2,
+                      repeats: int = 10,
+                      timer: str = 'wall',
+                      seed: int = 0) -> dict:
+    """Time the three models on one batch and compare with their FLOPs.
+
+    Args:
+        models (BenchmarkModels): The models.
+        setting (str): Name of the setting, for the row.
+        batch (int): Batch size (images, or clips).
+        img_size (int): Input height and width.
+        num_frames (int, optional): Frames per clip; None for images.
+        rate (float, optional): Target activation rate
+            (:func:`set_activation_rate`); None keeps the dispatchers as
+            they are. Defaults to None.
+        warmup (int): Untimed forwards per model. Defaults to 2.
+        repeats (int): Timed forwards per model. Defaults to 10.
+        timer (str): ``'wall'`` or ``'cpu'`` (:data:`TIMERS`).
+            Defaults to ``'wall'``.
+        seed (int): Seed of the random inputs. Defaults to 0.
+
+    Returns:
+        dict: ``setting, batch, rate`` (measured mean rate of DyT),
+        ``dense_ms, adapter_ms, dyt_ms`` (medians), ``speedup``
+        (dense / DyT time), ``flops_speedup`` (dense / DyT FLOPs at the
+        measured rates), ``efficiency`` (their ratio), ``dyt_overhead``
+        (DyT time over adapter-only time, minus 1) and the GFLOPs of one
+        sample per model.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 3, img_size, img_size) if num_frames is None else \
+        (batch, 3, num_frames, img_size, img_size)
+    inputs = torch.randn(*shape, generator=generator)
+    dyt = models.dyt
+    if rate is not None:
+        set_activation_rate(dyt, inputs, rate)
+    with torch.inference_mode():
+        masks = dyt.forward_with_masks(inputs)[1]
+    site_rates = [float(m.float().mean()) for m in masks]
+    measured = float(mean_rate(masks))
+
+    size = (img_size, img_size)
+    frames = num_frames or 1
+    gflops = {
+        'dense': dyt_vit_flops(dyt, size, with_dyt=False).total,
+        'adapter': dyt_vit_flops(models.adapter, size).total,
+        'dyt': dyt_vit_flops(dyt, size, site_rates).total,
+    }
+    gflops = {k: v * frames / 1e9 for k, v in gflops.items()}
+
+    times = time_interleaved(models.as_dict(), inputs, warmup, repeats,
+                             timer)
+    ms = {
+        name: statistics.median(values)
+        for name, values in times.items()
+    }
+    speedup = ms['dense'] / ms['dyt']
+    flops_speedup = gflops['dense'] / gflops['dyt']
+    row = dict(
+        setting=setting,
+        batch=batch,
+        rate=round(measured, 4),
+        dense_ms=round(ms['dense'], 2),
+        adapter_ms=round(ms['adapter'], 2),
+        dyt_ms=round(ms['dyt'], 2),
+        speedup=round(speedup, 3),
+        flops_speedup=round(flops_speedup, 3),
+        efficiency=round(speedup / flops_speedup, 3),
+        dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
+        dense_gflops=round(gflops['dense'], 6),
+        adapter_gflops=round(gflops['adapter'], 6),
+        dyt_gflops=round(gflops['dyt'], 6),
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        timer=timer)
+    print_log(
+        f'{setting} batch {batch}: rate {measured:.3f}, dense '
+        f'{ms["dense"]:.1f} ms, adapter {ms["adapter"]:.1f} ms, DyT '
+        f'{ms["dyt"]:.1f} ms: speedup {speedup:.3f} (FLOPs bound '
+        f'{flops_speedup:.3f})',
+        logger='current')
+    return row
+
+
+#: Columns of :func:`format_markdown`.
+TABLE_COLUMNS = ('setting', 'batch', 'rate', 'dense_ms', 'adapter_ms',
+                 'dyt_ms', 'speedup', 'flops_speedup', 'efficiency',
+                 'dyt_overhead')
+
+
+def format_markdown(rows: Sequence[dict]) -> str:
+    """A markdown table of benchmark rows."""
+    lines = [
+        '| ' + ' | '.join(TABLE_COLUMNS) + ' |',
+        '|---|' + '---:|' * (len(TABLE_COLUMNS) - 1),
+    ]
+    for row in rows:
+        cells = []
+        for column in TABLE_COLUMNS:
+            value = row[column]
+            if column == 'dyt_overhead':
+                value = f'{100 * value:+.1f}%'
+            cells.append(str(value))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

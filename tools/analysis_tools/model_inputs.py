@@ -1,0 +1,208 @@
+"""A trained DyT model and its inputs, for the analysis tools.
+
+The model comes from the libraries' own inference APIs
+(``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``); images go
+through the config's test pipeline, clips are read and cropped here.
+"""
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from torch import Tensor
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file and apply ``--cfg-options``.
+
+    Raises:
+        FileNotFoundError: If the config does not exist.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def init_task_model(cfg: Config,
+                    checkpoint: Optional[str] = None,
+                    device: str = 'cpu') -> nn.Module:
+    """Build ``cfg.model`` for inference with its library's API:
+    ``mmseg.apis.init_model`` or ``mmaction.apis.init_recognizer``, by the
+    config's ``default_scope``.
+
+    SyncBN layers are reverted to BatchNorm (so that the model runs on a CPU
+    and in one process). Without a checkpoint the weights are the random
+    initialisation: the backbone's ``Pretrained`` ``init_cfg`` is not
+    loaded.
+
+    Args:
+        cfg (Config): The model's config.
+        checkpoint (str, optional): A checkpoint of the whole model.
+            Defaults to None.
+        device (str): Device to put the model on. Defaults to ``'cpu'``.
+
+    Returns:
+        nn.Module: The model in eval mode, with the config as ``model.cfg``.
+    """
+    if cfg.get('default_scope') == 'mmaction':
+        from mmaction.apis import init_recognizer
+        model = init_recognizer(cfg, checkpoint, device=device)
+    else:
+        from mmseg.apis import init_model
+        model = init_model(cfg, checkpoint, device=device)
+    return revert_sync_batchnorm(model).eval()
+
+
+#: File extensions read as videos.
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v')
+#: File extensions of frames in a frame folder.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+
+
+def clip_len_of(cfg: Config) -> Optional[int]:
+    """Frames per clip: the ``clip_len`` of the test pipeline's frame
+    sampler (``SampleFrames``, ``UniformSample``, ...), None without one."""
+    dataloader = cfg.get('test_dataloader') or {}
+    pipeline = (dataloader.get('dataset') or {}).get('pipeline') or \
+        cfg.get('test_pipeline') or []
+    for step in pipeline:
+        if 'clip_len' in step:
+            return int(step['clip_len'])
+    return None
+
+
+def _expects_bgr(preprocessor: nn.Module) -> bool:
+    """Whether a data preprocessor flips BGR inputs to RGB."""
+    return bool(
+        getattr(preprocessor, 'to_rgb', False)
+        or getattr(preprocessor, 'channel_conversion', False))
+
+
+def image_inputs(model: nn.Module, path: str) -> Tuple[Tensor, np.ndarray]:
+    """An image through the config's test pipeline and data preprocessor.
+
+    The test pipeline of ``model.cfg`` (annotation loading removed) reads and
+    resizes the image; the model's data preprocessor normalises it.
+
+    Args:
+        model (nn.Module): An mmseg segmentor from :func:`init_model`.
+        path (str): The image file.
+
+    Returns:
+        tuple[Tensor, np.ndarray]: The backbone input (1, C, H, W) and the
+        RGB uint8 image (H, W, 3) it shows.
+    """
+    from mmcv.transforms import Compose
+    from mmengine.dataset import pseudo_collate
+    cfg = model.cfg
+    pipeline = cfg.get('test_pipeline') or \
+        cfg.test_dataloader.dataset.pipeline
+    pipeline = Compose(
+        [step for step in pipeline if step['type'] != 'LoadAnnotations'])
+    data = pipeline(dict(img_path=path))
+    image = data['inputs'].permute(1, 2, 0).numpy()
+    if _expects_bgr(model.data_preprocessor) and image.shape[2] == 3:
+        image = image[..., ::-1]
+    batch = model.data_preprocessor(pseudo_collate([data]), False)
+    return batch['inputs'], np.ascontiguousarray(image).astype(np.uint8)
+
+
+def read_frames(path: str, num_frames: int) -> List[np.ndarray]:
+    """``num_frames`` RGB frames evenly spread over a video or frame folder.
+
+    Args:
+        path (str): A video file (read with ``mmcv.VideoReader``) or a folder
+            of frame images (in file name order).
+        num_frames (int): Frames to take.
+
+    Raises:
+        ValueError: If the video or folder has no frames.
+    """
+    import mmcv
+    if osp.isdir(path):
+        names = sorted(f for f in os.listdir(path)
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        total = len(names)
+    else:
+        reader = mmcv.VideoReader(path)
+        total = len(reader)
+    if total == 0:
+        raise ValueError(f'{path} has no frames')
+    indices = np.linspace(0, total - 1, num_frames).round().astype(int)
+    if osp.isdir(path):
+        return [
+            mmcv.imread(osp.join(path, names[i]), channel_order='rgb')
+            for i in indices
+        ]
+    frames = []
+    for i in indices:
+        frame = reader.get_frame(int(i))
+        if frame is None:
+            raise ValueError(f'cannot read frame {i} of {path}')
+        frames.append(mmcv.bgr2rgb(frame))
+    return frames
+
+
+def resize_crop(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Resize ``image`` to cover ``size`` (H, W), keeping its aspect ratio,
+    and crop the centre (mmaction2's ``Resize`` + ``CenterCrop``)."""
+    import mmcv
+    height, width = image.shape[:2]
+    scale = max(size[0] / height, size[1] / width)
+    resized = mmcv.imresize(
+        image, (max(size[1], round(width * scale)),
+                max(size[0], round(height * scale))))
+    top = (resized.shape[0] - size[0]) // 2
+    left = (resized.shape[1] - size[1]) // 2
+    return resized[top:top + size[0], left:left + size[1]]
+
+
+def clip_inputs(model: nn.Module, frames: Sequence[np.ndarray],
+                size: Tuple[int, int]) -> Tuple[Tensor, List[np.ndarray]]:
+    """Video frames as a normalised clip for the backbone.
+
+    Each frame is resized and centre-cropped to ``size``; the clip is
+    normalised by the model's data preprocessor (mmaction2's
+    ``ActionDataPreprocessor``, ``NCTHW``).
+
+    Args:
+        model (nn.Module): An mmaction2 recognizer from :func:`init_model`.
+        frames (Sequence[np.ndarray]): RGB frames (H, W, 3), uint8.
+        size (tuple[int, int]): Frame size the backbone gets.
+
+    Returns:
+        tuple[Tensor, list[np.ndarray]]: The backbone input (1, C, T, H, W)
+        and the RGB frames it shows.
+    """
+    from mmaction.structures import ActionDataSample
+    shown = [np.ascontiguousarray(resize_crop(f, size)) for f in frames]
+    clip = np.stack(shown)  # T, H, W, C
+    if _expects_bgr(model.data_preprocessor):
+        clip = clip[..., ::-1]
+    clip = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)
+    data = dict(inputs=[clip[None]], data_samples=[ActionDataSample()])
+    inputs = model.data_preprocessor(data, False)['inputs']
+    return inputs.flatten(0, 1), shown
+
+
+def pad_to_patches(inputs: Tensor, images: Sequence[np.ndarray],
+                   patch_size: int) -> Tuple[Tensor, List[np.ndarray]]:
+    """Zero-pad inputs and images at the bottom and right to multiples of
+    the patch size (as mmseg's ``size_divisor`` does)."""
+    height, width = inputs.shape[-2:]
+    pad_h = -height % patch_size
+    pad_w = -width % patch_size
+    if not pad_h and not pad_w:
+        return inputs, list(images)
+    inputs = torch.nn.functional.pad(inputs, (0, pad_w, 0, pad_h))
+    images = [
+        np.pad(image, ((0, pad_h), (0, pad_w), (0, 0))) for image in images
+    ]
+    return inputs, images
