@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmdyt.registry import register_model
+from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
 
 
@@ -22,10 +22,10 @@ def _check_adapter_args(bottleneck: int, scale: float, dropout: float) -> None:
         raise ValueError(f'dropout must be in [0, 1), got {dropout!r}')
 
 
-@register_model()
+@register('MODELS')
 @suggest_unknown_arguments
 class Adapter(BaseModule):
-    """AdaptFormer-style bottleneck adapter (DESIGN.md section 1).
+    """AdaptFormer-style bottleneck adapter (docs/method.md).
 
     ``Adapter(x) = scale * (W_up Dropout(ReLU(W_down x + b_down)) + b_up)``.
     ``W_down`` is kaiming-uniform initialised, ``W_up`` and both biases are
@@ -70,10 +70,10 @@ class Adapter(BaseModule):
         return self.up(self.dropout(F.relu(self.down(x)))) * self.scale
 
 
-@register_model()
+@register('MODELS')
 @suggest_unknown_arguments
 class MoEAdapter(BaseModule):
-    """Mixture-of-experts adapter, the paper's DyT-dagger (METHOD.md sec. 3).
+    """Mixture-of-experts adapter, the paper's DyT-dagger (docs/method.md).
 
     ``num_experts`` adapters share the work through a router ``Linear(C, N)``
     fed the mean of the input tokens: one softmax-normalised routing vector

@@ -1,6 +1,6 @@
 """The token dispatcher: decides which tokens a block computes."""
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -8,8 +8,21 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmdyt.registry import register_model
 from mmdyt.utils.args import suggest_unknown_arguments
+
+
+def mean_rate(masks: Sequence[Tensor]) -> Tensor:
+    """The activation rate of a forward: the mean over its dispatchers of
+    each mask's mean over the batch and the tokens.
+
+    Every dispatcher weighs the same (with equal-sized masks this is the mean
+    over all their entries: the paper's batch-level mean). This is the rate
+    the rate loss pulls to its target and the rate mmdyt reports.
+
+    Args:
+        masks (Sequence[Tensor]): One mask per dispatcher.
+    """
+    return torch.stack([m.float().mean() for m in masks]).mean()
 
 
 def check_open_unit(name: str, value: float) -> float:
@@ -25,13 +38,12 @@ def check_open_unit(name: str, value: float) -> float:
     return float(value)
 
 
-@register_model()
 @suggest_unknown_arguments
 class TokenDispatcher(BaseModule):
     """Scores tokens with a linear layer and decides which ones are active.
 
     Training samples a hard mask with the Gumbel-sigmoid and passes gradients
-    straight through its soft relaxation (DESIGN.md section 1)::
+    straight through its soft relaxation (docs/method.md)::
 
         s      = x W + b
         m_soft = sigmoid((s + g1 - g2) / tau),  g1, g2 ~ Gumbel(0, 1)

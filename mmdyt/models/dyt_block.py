@@ -8,14 +8,30 @@ from mmengine.model import BaseModule
 from timm.layers import Attention, DropPath, LayerScale, Mlp
 from torch import Tensor
 
-from mmdyt.registry import build_model, register_model
+from mmdyt.registry import build_model
 from mmdyt.utils.args import suggest_unknown_arguments
 from .dispatcher import TokenDispatcher
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
 
-#: Values of ``dispatch``: where the token mask acts (DESIGN.md section 1).
-#: ``None`` is the adapter-only baseline without dispatcher.
-DISPATCH_MODES = ('mlp', 'attn', 'attn_mlp', 'layer', None)
+#: The dispatch sites of a block for each value of ``dispatch``, in the order
+#: their masks come (attention before MLP). This table is the one definition
+#: of which sites a block has: the block builds its dispatchers from it and
+#: the backbone, the FLOPs model and the statistics read it back through
+#: :attr:`DyTBlock.dispatch_sites`. ``None`` is the adapter-only baseline
+#: (no dispatcher; its adapter sits at the MLP).
+DISPATCH_SITES = {
+    'mlp': ('mlp', ),
+    'attn': ('attn', ),
+    'attn_mlp': ('attn', 'mlp'),
+    'layer': ('layer', ),
+    None: (),
+}
+
+#: Values of ``dispatch``: where the token mask acts (docs/method.md).
+DISPATCH_MODES = tuple(DISPATCH_SITES)
+
+#: Every site a block can have, in mask order.
+SITES = ('attn', 'mlp', 'layer')
 
 
 def check_dispatch(dispatch: Optional[str]) -> Optional[str]:
@@ -26,7 +42,12 @@ def check_dispatch(dispatch: Optional[str]) -> Optional[str]:
     return dispatch
 
 
-@register_model()
+def adapter_sites(dispatch: Optional[str]) -> Tuple[str, ...]:
+    """Sites with an adapter: every dispatch site, the MLP for the
+    adapter-only baseline."""
+    return DISPATCH_SITES[dispatch] or ('mlp', )
+
+
 @suggest_unknown_arguments
 class DyTBlock(BaseModule):
     """Pre-norm ViT block with DyT token dispatch and parallel adapters.
@@ -121,25 +142,25 @@ class DyTBlock(BaseModule):
         # DyT: a dispatcher and an adapter at each dispatch site
         dispatcher_cfg = dict(dispatcher_cfg or {})
         adapter_cfg = dict(adapter_cfg or dict(type='Adapter'))
-        sites = {
-            'mlp': ('mlp', ),
-            'attn': ('attn', ),
-            'attn_mlp': ('attn', 'mlp'),
-            'layer': ('layer', ),
-            None: (),
-        }[dispatch]
-        for site in ('attn', 'mlp', 'layer'):
-            has_dispatcher = site in sites
-            has_adapter = has_dispatcher or (dispatch is None
-                                             and site == 'mlp')
+        #: ``(site, ...)`` of this block's dispatchers, in mask order.
+        self.dispatch_sites = DISPATCH_SITES[dispatch]
+        with_adapter = adapter_sites(dispatch)
+        for site in SITES:
             setattr(
                 self, f'{site}_dispatcher',
                 TokenDispatcher(embed_dims, **dispatcher_cfg)
-                if has_dispatcher else None)
+                if site in self.dispatch_sites else None)
             setattr(
                 self, f'{site}_adapter',
                 build_model(dict(adapter_cfg, embed_dims=embed_dims))
-                if has_adapter else None)
+                if site in with_adapter else None)
+
+    def dispatchers(self) -> List[TokenDispatcher]:
+        """This block's dispatchers, in mask order."""
+        return [
+            getattr(self, f'{site}_dispatcher')
+            for site in self.dispatch_sites
+        ]
 
     # ------------------------------------------------------------------ utils
     # Residual updates come back in the dtype of the residual stream ``x``:

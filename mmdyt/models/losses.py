@@ -7,17 +7,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmdyt.registry import register_model
 from mmdyt.utils.args import suggest_unknown_arguments
-
-
-def mean_rate(masks: Sequence[Tensor]) -> Tensor:
-    """Mean activation over all dispatchers, batch and tokens.
-
-    Every dispatcher weighs the same (with equal-sized masks this is the mean
-    over all their entries, the paper's batch-level mean).
-    """
-    return torch.stack([m.mean() for m in masks]).mean()
+from .dispatcher import mean_rate
 
 
 def rate_loss(masks: Sequence[Tensor], target: float) -> Tensor:
@@ -57,10 +48,9 @@ def distill_loss(student: Tensor, teacher: Tensor, dim: int = 1) -> Tensor:
     return kl.sum(dim=dim).mean()
 
 
-@register_model()
 @suggest_unknown_arguments
 class DyTLoss(BaseModule):
-    """The losses DyT adds to a task loss (DESIGN.md section 1).
+    """The losses DyT adds to a task loss (docs/method.md).
 
     ``L = L_task + c * L_task_complete + d * L_distill + w * L_rate``: the
     rate loss pulls the mean activation rate of the dynamic forward to

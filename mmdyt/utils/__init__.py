@@ -1,3 +1,6 @@
-from .checkpoint import load_vit_checkpoint, read_state_dict
+from .args import (check_arguments, check_call_arguments,
+                   suggest_unknown_arguments)
 
-__all__ = ['load_vit_checkpoint', 'read_state_dict']
+__all__ = [
+    'check_arguments', 'check_call_arguments', 'suggest_unknown_arguments'
+]

@@ -1,40 +1,36 @@
 """DyTViT: a frozen ViT adapted with DyT, for images and videos."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
-from mmdyt.registry import register_model
-from mmdyt.utils.adapter_checkpoint import (restore_frozen_weights,
-                                            strip_frozen_weights)
+from mmdyt.registry import LIBRARIES, library_registry, register
 from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
-from ..dispatcher import TokenDispatcher
+from ..dispatcher import TokenDispatcher, mean_rate
 from ..dyt_block import DyTBlock, check_dispatch
+from .vit_weights import (is_dyt_param, keep_frozen_weights,
+                          load_vit_checkpoint, resample_pos_embed,
+                          strip_frozen_weights)
 
 #: ``out_type`` values: what each output of :class:`DyTViT` is.
 OUT_TYPES = ('featmap', 'raw', 'cls_token')
 
-#: Names of the parameters that DyT adds to a pre-trained ViT.
-DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.')
-
-
-def is_dyt_param(name: str) -> bool:
-    """Whether parameter ``name`` belongs to a dispatcher or an adapter."""
-    return any(key in name for key in DYT_PARAM_KEYWORDS)
+__all__ = ['DyTViT', 'OUT_TYPES', 'is_dyt_param']
 
 
 def _registered_model(name: str):
-    """The class registered as ``name`` in mmseg's or mmaction2's MODELS."""
-    from mmaction.registry import MODELS as MMACTION_MODELS
-    from mmseg.registry import MODELS as MMSEG_MODELS
-    for registry in (MMSEG_MODELS, MMACTION_MODELS):
-        cls = registry.get(name)
+    """The class registered as ``name`` in the MODELS of a library mmdyt
+    plugs into, or None."""
+    for scope in LIBRARIES:
+        cls = library_registry(scope, 'MODELS').get(name)
         if cls is not None:
             return cls
     return None
@@ -62,7 +58,7 @@ def check_adapter_and_dispatcher_cfgs(dispatcher_cfg: Optional[dict],
                         "dict(type='Adapter', bottleneck=64)")
 
 
-@register_model()
+@register('MODELS')
 @suggest_unknown_arguments
 class DyTViT(BaseModule):
     """Vision Transformer with Dynamic Tuning (DyT, NeurIPS 2024).
@@ -84,11 +80,14 @@ class DyTViT(BaseModule):
       ``(N, T, L, C)``.
     - ``'cls_token'``: ``(N, C)``; video ``(N, T, C)``.
 
-    After every forward, :attr:`dispatch_masks` holds the masks of that
-    forward, one ``(N_images, num_patch_tokens)`` tensor per dispatcher
-    (``(N_images, 1)`` for ``'layer'`` dispatch), ordered as
+    :meth:`forward_with_masks` returns the outputs together with the masks
+    of that forward, one ``(N_images, num_patch_tokens)`` tensor per
+    dispatcher (``(N_images, 1)`` for ``'layer'`` dispatch), ordered as
     :attr:`dispatch_sites`; in training they carry the straight-through
-    gradient the rate loss needs. :meth:`activation_rate` is their mean.
+    gradient the rate loss needs, so the task models take them from there.
+    :attr:`dispatch_masks` keeps the masks of the last dynamic forward (a
+    complete forward leaves it alone) for hooks and tools;
+    :meth:`activation_rate` is their mean.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, ``'large'``
@@ -134,8 +133,14 @@ class DyTViT(BaseModule):
             included) hold only what trains, plus the name of the base
             checkpoint (``init_cfg``) in the state dict's metadata. Loading
             such a checkpoint takes the frozen weights from ``init_cfg``'s
-            checkpoint (see :mod:`mmdyt.utils.adapter_checkpoint`). Needs
+            checkpoint, which ``init_weights()`` loads (see
+            :mod:`~mmdyt.models.backbones.vit_weights`). Needs
             ``frozen=True``. Defaults to False.
+        check_finite (bool, optional): Raise a clear error for NaN or
+            infinite inputs. Checking reads a value back from the device,
+            which stalls a GPU stream, so by default (None) only inputs on
+            the CPU are checked, where that costs one pass over the input;
+            True checks on every device, False never. Defaults to None.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH, prefix=None)`` loads a timm-format ViT checkpoint
             (position embedding resampled to ``img_size``). Defaults to None.
@@ -197,6 +202,7 @@ class DyTViT(BaseModule):
                  adapter_cfg: Optional[dict] = None,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
+                 check_finite: Optional[bool] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if save_trainable_only and not frozen:
@@ -220,6 +226,7 @@ class DyTViT(BaseModule):
             dispatch_layers, 'dispatch_layers')
         self.frozen = frozen
         self.final_norm = final_norm
+        self.check_finite = check_finite
         self.num_prefix_tokens = int(with_cls_token)
 
         self.img_size = (img_size, img_size) if isinstance(img_size,
@@ -265,11 +272,12 @@ class DyTViT(BaseModule):
         #: Whether a full set of pre-trained weights was loaded.
         self._pretrained_loaded = False
         self._register_state_dict_hook(strip_frozen_weights)
-        self._register_load_state_dict_pre_hook(self._restore_frozen_hook)
+        self._register_load_state_dict_pre_hook(self._keep_frozen_hook)
         self._register_load_state_dict_pre_hook(self._resample_pos_embed_hook)
         if frozen:
             self._freeze_pretrained()
         self.dispatch_masks: List[Tensor] = []
+        self._mask_hooks: Dict[int, Callable] = OrderedDict()
 
     # ----------------------------------------------------------- construction
     def _parse_arch(self, arch: Union[str, dict]) -> Dict[str, int]:
@@ -331,34 +339,29 @@ class DyTViT(BaseModule):
         ``load_checkpoint``, resume) gets it.
         """
         name = prefix + 'pos_embed'
-        if name not in state_dict:
+        if name not in state_dict or \
+                state_dict[name].shape == self.pos_embed.shape:
             return
         pos_embed = state_dict[name]
-        if pos_embed.shape == self.pos_embed.shape:
-            return
-        num_patches = pos_embed.shape[1] - self.num_prefix_tokens
-        side = int(round(num_patches**0.5))
-        if pos_embed.dim() != 3 or side * side != num_patches or \
-                pos_embed.shape[2] != self.embed_dims:
+        if pos_embed.dim() != 3 or pos_embed.shape[2] != self.embed_dims:
             raise ValueError(
-                f'cannot resample the checkpoint position embedding of shape '
-                f'{tuple(pos_embed.shape)} to {tuple(self.pos_embed.shape)}: '
-                'expected (1, prefix + side**2, embed_dims)')
-        state_dict[name] = resample_abs_pos_embed(
-            pos_embed,
-            new_size=self.patch_grid,
-            old_size=(side, side),
-            num_prefix_tokens=self.num_prefix_tokens)
+                f'cannot load a position embedding of shape '
+                f'{tuple(pos_embed.shape)} into {tuple(self.pos_embed.shape)}'
+                ': expected (1, prefix + side**2, embed_dims)')
+        state_dict[name] = resample_pos_embed(pos_embed, self.patch_grid,
+                                              self.num_prefix_tokens)
+        side = int(round((pos_embed.shape[1] - self.num_prefix_tokens)**0.5))
         print_log(
             f'Resampled pos_embed from a {side}x{side} to a '
             f'{self.patch_grid[0]}x{self.patch_grid[1]} patch grid.',
             logger='current')
 
-    def _restore_frozen_hook(self, state_dict: dict, prefix: str,
-                             local_metadata: dict, *args, **kwargs) -> None:
-        """Complete adapter-only state dicts with the frozen base weights."""
-        restore_frozen_weights(self, state_dict, prefix, local_metadata,
-                               is_dyt_param)
+    def _keep_frozen_hook(self, state_dict: dict, prefix: str,
+                          local_metadata: dict, *args, **kwargs) -> None:
+        """Complete adapter-only state dicts with the frozen base weights
+        this model holds."""
+        keep_frozen_weights(self, state_dict, prefix, local_metadata,
+                            is_dyt_param)
 
     def load_pretrained(self) -> bool:
         """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any.
@@ -369,7 +372,6 @@ class DyTViT(BaseModule):
         if not (isinstance(self.init_cfg, dict)
                 and self.init_cfg.get('type') == 'Pretrained'):
             return False
-        from mmdyt.utils.checkpoint import load_vit_checkpoint
         load_vit_checkpoint(
             self, self.init_cfg['checkpoint'],
             prefix=self.init_cfg.get('prefix'))
@@ -385,17 +387,32 @@ class DyTViT(BaseModule):
     # ---------------------------------------------------------------- dispatch
     @property
     def dispatch_sites(self) -> List[Tuple[int, str]]:
-        """``(block index, site)`` of every dispatcher, in mask order."""
+        """``(block index, site)`` of every dispatcher, in mask order (each
+        block's :attr:`DyTBlock.dispatch_sites`)."""
         return [(i, site) for i, block in enumerate(self.blocks)
-                for site in ('attn', 'mlp', 'layer')
-                if getattr(block, f'{site}_dispatcher') is not None]
+                for site in block.dispatch_sites]
 
     def dispatchers(self) -> List[nn.Module]:
         """All token dispatchers, in mask order."""
-        return [
-            getattr(self.blocks[i], f'{site}_dispatcher')
-            for i, site in self.dispatch_sites
-        ]
+        return [d for block in self.blocks for d in block.dispatchers()]
+
+    def register_mask_hook(
+            self, hook: Callable[[List[Tensor], Tensor], None]
+    ) -> RemovableHandle:
+        """Call ``hook(masks, inputs)`` after every dynamic (not complete)
+        forward, with that forward's masks (:meth:`forward_with_masks`) and
+        its input tensor.
+
+        Statistics (:class:`~mmdyt.engine.RateMeter`) use it instead of a
+        forward hook, which cannot tell a complete forward from a dynamic
+        one.
+
+        Returns:
+            RemovableHandle: ``handle.remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._mask_hooks)
+        self._mask_hooks[handle.id] = hook
+        return handle
 
     def set_dispatch_threshold(self, threshold: float) -> None:
         """Set the evaluation threshold of every dispatcher.
@@ -412,9 +429,7 @@ class DyTViT(BaseModule):
         if not self.dispatch_masks:
             return None
         with torch.no_grad():
-            return float(
-                torch.stack([m.float().mean()
-                             for m in self.dispatch_masks]).mean())
+            return float(mean_rate(self.dispatch_masks))
 
     # ----------------------------------------------------------------- forward
     def _check_input(self, x: Tensor) -> None:
@@ -426,10 +441,7 @@ class DyTViT(BaseModule):
             raise ValueError(
                 f'DyTViT expects {self.in_channels} input channels (dim 1), '
                 f'got shape {tuple(x.shape)}')
-        # one cheap reduction (NaN and Inf propagate through a sum); the
-        # count only when something is wrong
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) \
-                and not bool(x.sum().isfinite()):
+        if self._should_check_finite(x) and not bool(x.sum().isfinite()):
             bad = int((~torch.isfinite(x)).sum())
             problem = (f'{bad} NaN or infinite values (of {x.numel()})'
                        if bad else 'values so large that their sum overflows')
@@ -445,14 +457,20 @@ class DyTViT(BaseModule):
                 f'the patch size {self.patch_size}; resize or pad the input '
                 '(e.g. a size_divisor in the data preprocessor)')
 
+    def _should_check_finite(self, x: Tensor) -> bool:
+        """Whether to check ``x`` for NaN/Inf (see ``check_finite``): one
+        reduction, read back only where that costs no device sync."""
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        if self.check_finite is None:
+            return x.device.type == 'cpu'
+        return self.check_finite
+
     def _pos_embed(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
         pos_embed = self.pos_embed
         if grid != self.patch_grid:
-            pos_embed = resample_abs_pos_embed(
-                pos_embed,
-                new_size=grid,
-                old_size=self.patch_grid,
-                num_prefix_tokens=self.num_prefix_tokens)
+            pos_embed = resample_pos_embed(pos_embed, grid,
+                                           self.num_prefix_tokens)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
                           dim=1)
@@ -474,8 +492,11 @@ class DyTViT(BaseModule):
             out = out.transpose(1, 2)
         return out
 
-    def forward(self, x: Tensor, complete: bool = False) -> Tuple[Tensor]:
-        """Run the backbone.
+    def forward_with_masks(self,
+                           x: Tensor,
+                           complete: bool = False
+                           ) -> Tuple[Tuple[Tensor], List[Tensor]]:
+        """Run the backbone and return its outputs with this forward's masks.
 
         Args:
             x (Tensor): Images (N, C, H, W) or videos (N, C, T, H, W).
@@ -484,10 +505,14 @@ class DyTViT(BaseModule):
                 skipped and the dispatchers are not called. Defaults to False.
 
         Returns:
-            tuple[Tensor]: One output per ``out_indices`` (see ``out_type``).
+            tuple: The outputs, one per ``out_indices`` (see ``out_type``),
+            and the masks of every dispatcher in :attr:`dispatch_sites`
+            order (all ones when ``complete``). The masks of a dynamic
+            forward are also kept in :attr:`dispatch_masks`; a complete
+            forward does not touch them.
         """
         self._check_input(x)
-        num_frames = None
+        inputs, num_frames = x, None
         if x.dim() == 5:
             num_frames = x.shape[2]
             x = x.transpose(1, 2).flatten(0, 1)
@@ -503,5 +528,21 @@ class DyTViT(BaseModule):
                 x = self.norm(x)
             if i in self.out_indices:
                 outs.append(self._format(x, grid, num_frames))
-        self.dispatch_masks = masks
-        return tuple(outs)
+        if not complete:
+            self.dispatch_masks = masks
+            for hook in self._mask_hooks.values():
+                hook(masks, inputs)
+        return tuple(outs), masks
+
+    def forward(self, x: Tensor, complete: bool = False) -> Tuple[Tensor]:
+        """Run the backbone (see :meth:`forward_with_masks`).
+
+        Args:
+            x (Tensor): Images (N, C, H, W) or videos (N, C, T, H, W).
+            complete (bool): Run the complete model (no token skipped).
+                Defaults to False.
+
+        Returns:
+            tuple[Tensor]: One output per ``out_indices`` (see ``out_type``).
+        """
+        return self.forward_with_masks(x, complete)[0]

@@ -8,16 +8,16 @@ from mmaction.models.heads import BaseHead
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-from mmdyt.registry import register_model
+from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
 
 
-@register_model(scopes=('mmaction', ))
+@register('MODELS', scopes=('mmaction', ))
 @suggest_unknown_arguments
 class AttentivePoolHead(BaseHead):
     """Classification head pooling a clip's tokens with one learned query.
 
-    DyT's video head (METHOD.md section 5): the tokens of all frames, cls
+    DyT's video head (docs/method.md, "Video"): the tokens of all frames, cls
     tokens included, ``(N, T, L, C) -> (N, T*L, C)``, are pooled by a
     zero-initialised query token through one cross-attention block (the
     ``AttentiveBlock`` of the authors' code: separate LayerNorms for the

@@ -1,17 +1,17 @@
 """DyTRecognizer3D: mmaction2's Recognizer3D with DyT's losses."""
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from mmaction.models.recognizers import Recognizer3D
 from mmaction.utils import OptSampleList, SampleList
 from mmengine.model import merge_dict
 from torch import Tensor
 
-from mmdyt.registry import register_model
+from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
 from ..losses import build_dyt_loss
 
 
-@register_model(scopes=('mmaction', ))
+@register('MODELS', scopes=('mmaction', ))
 @suggest_unknown_arguments
 class DyTRecognizer3D(Recognizer3D):
     """Recognizer3D whose training adds DyT's rate and distillation losses.
@@ -96,26 +96,33 @@ class DyTRecognizer3D(Recognizer3D):
             raise ValueError('complete=True is for the training path up to '
                              f"the neck, got test_mode={test_mode}, "
                              f'stage={stage!r}')
-        # Recognizer3D's training path: views folded into the batch
-        x = self.backbone(
-            inputs.view((-1, ) + inputs.shape[2:]), complete=True)
+        return self._train_feat_with_masks(inputs, stage, data_samples,
+                                           complete=True)[:2]
+
+    def _train_feat_with_masks(self,
+                               inputs: Tensor,
+                               stage: str = 'neck',
+                               data_samples: OptSampleList = None,
+                               complete: bool = False
+                               ) -> Tuple[tuple, dict, List[Tensor]]:
+        """Recognizer3D's training path (views folded into the batch) up to
+        the neck, with the dispatch masks of this forward."""
+        x, masks = self.backbone.forward_with_masks(
+            inputs.view((-1, ) + inputs.shape[2:]), complete)
         kwargs = dict(loss_aux=dict())
         if self.with_neck and stage == 'neck':
             x, kwargs['loss_aux'] = self.neck(x, data_samples=data_samples)
-        return x, kwargs
+        return x, kwargs, masks
 
     def loss(self, inputs: Tensor, data_samples: SampleList,
              **kwargs) -> dict:
         """Classification, rate and (optionally) distillation losses."""
-        feats, loss_kwargs = self.extract_feat(
+        feats, loss_kwargs, masks = self._train_feat_with_masks(
             inputs, data_samples=data_samples)
-        masks = self.backbone.dispatch_masks
         cls_scores = self.cls_head(feats, **loss_kwargs)
         losses = merge_dict(
             self.cls_head.loss_by_feat(cls_scores, data_samples),
             loss_kwargs.get('loss_aux', dict()))
-        if self.with_dispatch:
-            losses.update(self.dyt_loss.rate_losses(masks))
         if self.dyt_loss.distill:
             teacher_feats, teacher_kwargs = self.extract_feat(
                 inputs, data_samples=data_samples, complete=True)
@@ -126,4 +133,6 @@ class DyTRecognizer3D(Recognizer3D):
             losses.update(
                 self.dyt_loss.complete_losses(cls_scores, teacher_scores,
                                               teacher_losses))
+        if self.with_dispatch:
+            losses.update(self.dyt_loss.rate_losses(masks))
         return losses

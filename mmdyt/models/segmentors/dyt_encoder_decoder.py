@@ -1,16 +1,16 @@
 """DyTEncoderDecoder: mmseg's EncoderDecoder with DyT's losses."""
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.utils import SampleList, add_prefix
 from torch import Tensor
 
-from mmdyt.registry import register_model
+from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
 from ..losses import build_dyt_loss
 
 
-@register_model(scopes=('mmseg', ))
+@register('MODELS', scopes=('mmseg', ))
 @suggest_unknown_arguments
 class DyTEncoderDecoder(EncoderDecoder):
     """EncoderDecoder whose training adds DyT's rate and distillation losses.
@@ -38,26 +38,31 @@ class DyTEncoderDecoder(EncoderDecoder):
             type(self).__name__, self.backbone, dyt_loss)
         self.with_dispatch = bool(self.backbone.dispatch_sites)
 
+    def extract_feat_with_masks(self,
+                                inputs: Tensor,
+                                complete: bool = False
+                                ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Backbone (and neck) features with the dispatch masks of this
+        forward; ``complete`` skips no token (its masks are all ones)."""
+        x, masks = self.backbone.forward_with_masks(inputs, complete)
+        if self.with_neck:
+            x = self.neck(x)
+        return x, masks
+
     def extract_feat(self, inputs: Tensor, complete: bool = False
                      ) -> List[Tensor]:
         """Backbone (and neck) features; ``complete`` skips no token."""
-        x = self.backbone(inputs, complete=complete)
-        if self.with_neck:
-            x = self.neck(x)
-        return x
+        return self.extract_feat_with_masks(inputs, complete)[0]
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Task, rate and (optionally) distillation losses of a batch."""
-        x = self.extract_feat(inputs)
-        masks = self.backbone.dispatch_masks
+        x, masks = self.extract_feat_with_masks(inputs)
         seg_logits = self.decode_head(x)
         losses = add_prefix(
             self.decode_head.loss_by_feat(seg_logits, data_samples),
             'decode')
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(x, data_samples))
-        if self.with_dispatch:
-            losses.update(self.dyt_loss.rate_losses(masks))
         if self.dyt_loss.distill:
             teacher_logits = self.decode_head(
                 self.extract_feat(inputs, complete=True))
@@ -67,4 +72,6 @@ class DyTEncoderDecoder(EncoderDecoder):
             losses.update(
                 self.dyt_loss.complete_losses(seg_logits, teacher_logits,
                                               teacher_losses))
+        if self.with_dispatch:
+            losses.update(self.dyt_loss.rate_losses(masks))
         return losses
