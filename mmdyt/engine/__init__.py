@@ -1,11 +1,10 @@
-from .autocast_optim_wrapper import AutocastOptimWrapper
-from .dispatch_stats_hook import (DispatchStatsHook, find_dyt_backbone,
-                                  unwrap_model)
-from .iter_seed_hook import IterSeedHook, iteration_seed
-from .parameter_count_hook import ParameterCountHook, count_parameters
+from .hooks import (DispatchStatsHook, IterSeedHook, ParameterCountHook,
+                    count_parameters, iteration_seed)
+from .optim_wrappers import AutocastOptimWrapper
+from .rate_meter import RateMeter, find_dyt_backbone, unwrap_model
 
 __all__ = [
-    'AutocastOptimWrapper', 'DispatchStatsHook', 'ParameterCountHook',
-    'count_parameters', 'find_dyt_backbone', 'IterSeedHook', 'iteration_seed',
-    'unwrap_model'
+    'AutocastOptimWrapper', 'DispatchStatsHook', 'IterSeedHook',
+    'ParameterCountHook', 'RateMeter', 'count_parameters',
+    'find_dyt_backbone', 'iteration_seed', 'unwrap_model'
 ]
