@@ -33,14 +33,14 @@ lint: install
 demo: demo-seg
 
 demo-seg: install
-	$(PY) tools/make_demo_data.py --task seg --out data/demo
-	$(PY) tools/pretrain_demo_vit.py --out data/demo/demo_vit.pth
+	$(PY) tools/demo/make_demo_data.py --task seg --out data/demo
+	$(PY) tools/demo/pretrain_demo_vit.py --out data/demo/demo_vit.pth
 	$(PY) tools/train.py configs/demo/seg_demo.py --work-dir work_dirs/seg_demo
 	$(PY) tools/test.py configs/demo/seg_demo.py "$$(cat work_dirs/seg_demo/last_checkpoint)" --work-dir work_dirs/seg_demo/test
 
 demo-video: install
-	$(PY) tools/make_demo_data.py --task video --out data/demo
-	$(PY) tools/pretrain_demo_vit.py --out data/demo/demo_vit.pth
+	$(PY) tools/demo/make_demo_data.py --task video --out data/demo
+	$(PY) tools/demo/pretrain_demo_vit.py --out data/demo/demo_vit.pth
 	$(PY) tools/train.py configs/demo/video_demo.py --work-dir work_dirs/video_demo
 	$(PY) tools/test.py configs/demo/video_demo.py "$$(cat work_dirs/video_demo/last_checkpoint)" --work-dir work_dirs/video_demo/test
 

@@ -12,8 +12,8 @@ import os
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from mmdyt.utils.checkpoint import check_checkpoint_file
-from mmdyt.utils.config import build_runner, load_config
+from mmdyt.models.backbones.vit_weights import check_checkpoint_file
+from runner_setup import build_runner, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,7 +47,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
+def main() -> dict:
+    """Run the test; returns its metrics."""
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     check_checkpoint_file(args.checkpoint)  # exists, complete, intact
@@ -62,9 +63,21 @@ def main() -> None:
             backbone.get('dispatcher_cfg') or {},
             threshold=args.dispatch_threshold)
     runner = build_runner(cfg)
+    load_frozen_bases(runner.model)
     metrics = runner.test()
     if runner.rank == 0:
         print_summary(metrics)
+    return metrics
+
+
+def load_frozen_bases(model) -> None:
+    """Load the frozen base ViT of every backbone that saves adapter-only
+    checkpoints (``save_trainable_only``) from its ``init_cfg``: such a
+    checkpoint holds only what trains, and mmengine's test does not
+    initialise the model before loading it."""
+    for module in model.modules():
+        if getattr(module, 'save_trainable_only', False):
+            module.load_pretrained()
 
 
 def print_summary(metrics: dict) -> None:

@@ -12,8 +12,8 @@ import os
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from mmdyt.utils.checkpoint import check_checkpoint_file
-from mmdyt.utils.config import build_runner, load_config
+from mmdyt.models.backbones.vit_weights import check_checkpoint_file
+from runner_setup import build_runner, load_config
 
 
 def parse_args() -> argparse.Namespace:
