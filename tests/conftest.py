@@ -1,26 +1,26 @@
-"""Shared fixtures. Importing mmdyt first applies its compat fixes."""
-import os
+"""Shared fixtures; the helpers themselves are in ``helpers.py``.
+
+Importing mmdyt first applies its compat fixes. The tool folders go on
+``sys.path`` so that the tests import the tools' modules the way the tools
+import each other.
+"""
+import sys
 
 import pytest
 import torch
 
-import mmdyt  # noqa: F401
+from helpers import TOOL_DIRS, save_timm_vit
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in TOOL_DIRS:
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import mmdyt  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def save_timm_vit(path: str, model_name: str = 'vit_base_patch16_224',
-                  **kwargs) -> torch.nn.Module:
-    """Save a randomly initialised timm ViT's state dict to ``path``."""
-    import timm
-    model = timm.create_model(model_name, pretrained=False, **kwargs).eval()
-    torch.save(model.state_dict(), path)
-    return model
 
 
 @pytest.fixture(scope='session')
@@ -30,23 +30,3 @@ def timm_vit_b(tmp_path_factory):
     torch.manual_seed(0)
     model = save_timm_vit(path, num_classes=10)
     return model, path
-
-
-def seg_demo_env(root, training: int = 4, validation: int = 2) -> dict:
-    """Generate a small demo segmentation dataset and a random demo ViT
-    checkpoint under ``root``; return the ``--cfg-options`` that point
-    ``configs/demo/seg_demo.py`` at them, with in-process data loading."""
-    from mmdyt.demo.pretrain import build_demo_vit
-    from mmdyt.demo.seg_data import make_seg_demo
-    data = str(root / 'seg')
-    make_seg_demo(data, splits=dict(training=training, validation=validation))
-    torch.manual_seed(0)
-    torch.save(build_demo_vit().state_dict(), root / 'vit.pth')
-    options = {'model.backbone.init_cfg.checkpoint': str(root / 'vit.pth')}
-    for split in ('train', 'val', 'test'):
-        options.update({
-            f'{split}_dataloader.dataset.data_root': data,
-            f'{split}_dataloader.num_workers': 0,
-            f'{split}_dataloader.persistent_workers': False,
-        })
-    return options

@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmdyt.models.dispatcher import TokenDispatcher
-from mmdyt.registry import register_hook
+from mmdyt.registry import register
 
 
 def _noise_free_forward(self, x):
@@ -27,7 +27,7 @@ def _noise_free_forward(self, x):
     return hard - soft.detach() + soft
 
 
-@register_hook()
+@register('HOOKS')
 class SaveRankStateHook(Hook):
     """Saves every process's trainable parameters before and after training
     to ``<work_dir>/rank<r>.pth``.

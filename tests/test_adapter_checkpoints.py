@@ -1,18 +1,16 @@
 """Adapter-only checkpoints (``save_trainable_only=True``) and merging."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
-from conftest import REPO_ROOT, seg_demo_env
+from helpers import REPO_ROOT, run_tool_here, seg_demo_env, work_dir_log
 from mmdyt.models import DyTViT
 from mmdyt.models.backbones.dyt_vit import is_dyt_param
-from mmdyt.utils.adapter_checkpoint import (adapter_only_entries,
-                                            merge_adapter_checkpoint)
+from mmdyt.models.backbones.vit_weights import adapter_only_entries
+from merge_adapter_checkpoint import merge_adapter_checkpoint
 
 TINY = dict(arch='tiny', img_size=32, patch_size=8, out_indices=(1, 3),
             out_type='raw')
@@ -81,10 +79,13 @@ def test_adapter_only_checkpoint_reloads_to_identical_outputs(tmp_path):
     saved = torch.load(adapters)['state_dict']
     assert saved and all(is_dyt_param(k) for k in saved)
 
-    # a fresh model (random ViT) that was never initialised: the frozen
-    # weights come from init_cfg's base, through mmengine's loader
+    # a fresh model (random ViT): its init_weights() reads init_cfg's base,
+    # then mmengine's loader adds the adapters (no file read inside it)
     torch.manual_seed(3)
     fresh = DyTViT(**TINY, init_cfg=init_cfg)
+    with pytest.raises(ValueError, match='Call init_weights'):
+        load_checkpoint(fresh, adapters, strict=True)
+    fresh.init_weights()
     load_checkpoint(fresh, adapters, strict=True)
     for got, want in zip(outputs(fresh, x), expected):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -110,14 +111,15 @@ def test_adapter_only_checkpoint_needs_its_base(tmp_path):
     adapters = str(tmp_path / 'adapters.pth')
     torch.save(dict(state_dict=trained(model).state_dict()), adapters)
 
-    with pytest.raises(ValueError, match='no init_cfg=.*Pretrained'):
+    with pytest.raises(ValueError, match="init_cfg=dict.type='Pretrained'"):
         load_checkpoint(DyTViT(**TINY), adapters)
     other = str(tmp_path / 'other.pth')
     torch.save({k: v + 0.01 for k, v in weights.items()}, other)
+    wrong_base = DyTViT(**TINY,
+                        init_cfg=dict(type='Pretrained', checkpoint=other))
+    wrong_base.init_weights()
     with pytest.raises(ValueError, match='other frozen ViT weights'):
-        load_checkpoint(
-            DyTViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=other)),
-            adapters)
+        load_checkpoint(wrong_base, adapters)
     with pytest.raises(ValueError, match='is not the ViT the adapters'):
         merge_adapter_checkpoint(adapters, str(tmp_path / 'x.pth'),
                                  base=other)
@@ -134,26 +136,6 @@ def test_save_trainable_only_needs_frozen():
 CONFIG = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
 
 
-def run_tool(tool, *args, options):
-    command = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
-    if options:
-        command += ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
-        -3000:]
-    return result.stderr + result.stdout
-
-
-def merge_tool(*args):
-    """Run tools/merge_adapter_checkpoint.py in this process."""
-    import runpy
-    from unittest import mock
-    tool = osp.join(REPO_ROOT, 'tools/merge_adapter_checkpoint.py')
-    with mock.patch.object(sys, 'argv', [tool, *args]):
-        runpy.run_path(tool, run_name='__main__')
-
-
 def test_train_resume_test_and_merge_with_the_demo_config(tmp_path):
     options = {
         **seg_demo_env(tmp_path, training=4, validation=2),
@@ -163,8 +145,9 @@ def test_train_resume_test_and_merge_with_the_demo_config(tmp_path):
         'train_cfg.val_interval': 100,
     }
     work = tmp_path / 'work'
-    run_tool('train.py', CONFIG, '--work-dir', str(work), '--no-validate',
-             options={**options, 'train_cfg.max_iters': 2})
+    run_tool_here('train.py', CONFIG, '--work-dir', str(work),
+                  '--no-validate',
+                  options={**options, 'train_cfg.max_iters': 2})
     checkpoint = work / 'iter_2.pth'
     state_dict = torch.load(checkpoint)['state_dict']
     assert not [k for k in state_dict
@@ -172,22 +155,25 @@ def test_train_resume_test_and_merge_with_the_demo_config(tmp_path):
     assert adapter_only_entries(state_dict)['backbone'][
         'base_checkpoint'] == str(tmp_path / 'vit.pth')
 
-    log = run_tool('train.py', CONFIG, '--work-dir', str(work), '--resume',
-                   '--no-validate',
-                   options={**options, 'train_cfg.max_iters': 3})
+    run_tool_here('train.py', CONFIG, '--work-dir', str(work), '--resume',
+                  '--no-validate',
+                  options={**options, 'train_cfg.max_iters': 3})
+    log = work_dir_log(work)
     assert 'resumed epoch: 0, iter: 2' in log
     assert 'frozen ViT weights taken from the base' in log
     assert 'missing keys' not in log
 
-    out = run_tool('test.py', CONFIG, str(checkpoint), '--work-dir',
-                   str(tmp_path / 'test'), options=options)
+    run_tool_here('test.py', CONFIG, str(checkpoint), '--work-dir',
+                  str(tmp_path / 'test'), options=options)
+    out = work_dir_log(tmp_path / 'test')
     assert 'frozen ViT weights taken from the base' in out
-    assert 'missing keys' not in out and '=== test results ===' in out
+    assert 'missing keys' not in out and 'mIoU' in out
 
     # merged: the base's weights (the demo ViT's grid needs no resampling)
     # under backbone., the trained ones unchanged
     merged = str(tmp_path / 'full.pth')
-    merge_tool(str(checkpoint), merged)
+    run_tool_here('model_converters/merge_adapter_checkpoint.py',
+                  str(checkpoint), merged)
     full = torch.load(merged)['state_dict']
     base = torch.load(tmp_path / 'vit.pth')
     for key, value in state_dict.items():

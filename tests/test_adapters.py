@@ -10,7 +10,7 @@ from mmdyt.registry import build_model
 def test_fresh_adapter_is_zero_and_has_the_paper_size():
     adapter = Adapter(embed_dims=768, bottleneck=64)
     assert adapter(torch.randn(2, 5, 768)).abs().max() == 0
-    # METHOD.md: 768*64*2 + 64 + 768 per block
+    # the paper (Sec. 3.3): 768*64*2 + 64 + 768 per block
     assert sum(p.numel() for p in adapter.parameters()) == 99136
 
 
@@ -62,7 +62,7 @@ def test_moe_adapter_routes_per_image_not_per_token():
 def test_moe_adapter_size_and_zero_init():
     moe = MoEAdapter(embed_dims=768, num_experts=4, bottleneck=64)
     assert moe(torch.randn(2, 5, 768)).abs().max() == 0
-    # METHOD.md: 4 experts + Linear(768, 4) router per block (4.80M / 12)
+    # the paper (Table 2): 4 experts + a Linear(768, 4) router per block
     assert sum(p.numel() for p in moe.parameters()) == 4 * 99136 + 769 * 4
 
 

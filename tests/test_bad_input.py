@@ -2,17 +2,16 @@
 image, is skipped with a warning): never a silent wrong result."""
 import logging
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, run_tool_here
 from mmdyt.models import DyTViT, TokenDispatcher
-from mmdyt.utils.checkpoint import check_checkpoint_file, read_state_dict
+from mmdyt.models.backbones.vit_weights import (check_checkpoint_file,
+                                                read_state_dict)
 
 TINY = dict(arch='tiny', img_size=32)
 
@@ -50,10 +49,15 @@ def test_dispatcher_typo():
         TokenDispatcher(8, treshold=0.6)
 
 
+def test_dyt_loss_typo():
+    from mmdyt.models.losses import build_dyt_loss
+    with pytest.raises(TypeError, match=r"DyTLoss got an unknown argument "
+                       r"'target_rat' \(did you mean 'target_rate'\?\)"):
+        build_dyt_loss('DyTEncoderDecoder', DyTViT(**TINY),
+                       dict(target_rat=0.5))
+
+
 @pytest.mark.parametrize('scope, cfg, match', [
-    ('mmseg', dict(type='DyTLoss', target_rat=0.5),
-     r"DyTLoss got an unknown argument 'target_rat' \(did you mean "
-     r"'target_rate'\?\)"),
     # through **kwargs to mmseg's EncoderDecoder
     ('mmseg', dict(type='DyTEncoderDecoder', backbone=dict(type='DyTViT'),
                    decode_haed=dict()),
@@ -130,11 +134,6 @@ def test_damaged_checkpoints_raise_naming_the_file(damaged_checkpoints):
         read_state_dict(str(good) + '.missing')
 
 
-def run_tool(*args):
-    return subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT)
-
-
 def test_tools_refuse_a_damaged_checkpoint(damaged_checkpoints, tmp_path):
     """``tools/train.py --resume`` (the latest checkpoint of the work
     directory, as after a crash during a save) and ``tools/test.py``."""
@@ -144,14 +143,13 @@ def test_tools_refuse_a_damaged_checkpoint(damaged_checkpoints, tmp_path):
     work.mkdir()
     (work / 'iter_4.pth').write_bytes(paths['truncated'].read_bytes())
     (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
-    result = run_tool('tools/train.py', config, '--work-dir', str(work),
-                      '--resume')
-    assert result.returncode != 0
-    assert f'ValueError: cannot read checkpoint {work / "iter_4.pth"}: it ' \
-        'is corrupt, truncated' in result.stderr
-    result = run_tool('tools/test.py', config, str(paths['bit flip']))
-    assert result.returncode != 0
-    assert 'does not match its checksum' in result.stderr
+    with pytest.raises(ValueError) as error:
+        run_tool_here('train.py', config, '--work-dir', str(work), '--resume')
+    assert str(error.value).startswith(
+        f'cannot read checkpoint {work / "iter_4.pth"}: it is corrupt, '
+        'truncated')
+    with pytest.raises(ValueError, match='does not match its checksum'):
+        run_tool_here('test.py', config, str(paths['bit flip']))
 
 
 # ------------------------------------------------------------------ inputs
@@ -166,6 +164,19 @@ def test_non_finite_inputs(value):
         model(x[:, :, None].expand(-1, -1, 2, -1, -1))  # video
 
 
+def test_finite_check_reads_back_only_on_the_cpu():
+    """The NaN/Inf check reads a value back from the device: by default
+    only for CPU inputs (no stream to stall), on request everywhere."""
+    on_gpu = torch.empty(1, 3, 32, 32, device='meta')  # any non-CPU device
+    assert DyTViT(**TINY)._should_check_finite(torch.zeros(1, 3, 32, 32))
+    assert not DyTViT(**TINY)._should_check_finite(on_gpu)
+    assert DyTViT(**TINY, check_finite=True)._should_check_finite(on_gpu)
+    x = torch.full((1, 3, 32, 32), float('nan'))
+    with torch.no_grad():
+        out = DyTViT(**TINY, check_finite=False).eval()(x)[0]
+    assert out.isnan().all()  # not checked: NaN in, NaN out
+
+
 def test_image_smaller_than_a_patch():
     with pytest.raises(ValueError, match='not a positive multiple of the '
                        'patch size 16'):
@@ -175,7 +186,7 @@ def test_image_smaller_than_a_patch():
 # -------------------------------------------------- unreadable images
 @pytest.fixture
 def seg_data_with_bad_images(tmp_path):
-    from mmdyt.demo.seg_data import make_seg_demo
+    from seg_demo_data import make_seg_demo
     root = tmp_path / 'seg'
     make_seg_demo(str(root), splits=dict(training=4, validation=2))
     images = root / 'images' / 'training'

@@ -1,4 +1,5 @@
-"""tools/convert_checkpoint.py: other ViT layouts -> DyTViT, same outputs.
+"""tools/model_converters/convert_checkpoint.py: other ViT layouts ->
+DyTViT, same outputs.
 
 Each source model is built with random weights (every parameter, so that a
 swapped or misplaced tensor shows), converted, loaded into DyTViT through
@@ -13,9 +14,9 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from mmdyt.models import DyTViT
-from mmdyt.utils.ckpt_convert import convert_vit_checkpoint, detect_format
+from vit_layouts import convert_vit_checkpoint, detect_layout
 
 ARCH = dict(embed_dims=64, num_layers=3, num_heads=4, feedforward_channels=256)
 OUT = (0, 1, 2)
@@ -43,7 +44,7 @@ def convert_and_load(tmp_path, state_dict, src_format='auto',
     args = [src, dst, '--src-format', src_format]
     if 'img_size' in kwargs:
         args += ['--img-size', str(kwargs['img_size'])]
-    tool = osp.join(REPO_ROOT, 'tools/convert_checkpoint.py')
+    tool = osp.join(REPO_ROOT, 'tools/model_converters/convert_checkpoint.py')
     with mock.patch.object(sys, 'argv', [tool, *args]):
         runpy.run_path(tool, run_name='__main__')
     meta_args = dict(torch.load(dst)['meta']['dyt_vit_args'])
@@ -67,7 +68,7 @@ def test_mmseg_vit(tmp_path):
         img_size=32, patch_size=8, embed_dims=64, num_layers=3, num_heads=4,
         mlp_ratio=4, out_indices=OUT, qkv_bias=True, final_norm=True,
         norm_cfg=dict(type='LN', eps=1e-6)))
-    assert detect_format(source.state_dict()) == 'mmseg-vit'
+    assert detect_layout(source.state_dict()) == 'mmseg-vit'
     model, args = convert_and_load(tmp_path, source.state_dict())
     assert args['final_norm'] and args['with_cls_token']
     x = torch.randn(2, 3, 32, 32)
@@ -149,7 +150,7 @@ def test_mmpretrain_vit_round_trip(tmp_path):
                     if '_adapter.' not in k}
     source = to_mmpretrain_layout(timm_weights)
     source['ln2.weight'] = torch.ones(64)  # out_type='avg_featmap' norm
-    assert detect_format(source) == 'mmpretrain-vit'
+    assert detect_layout(source) == 'mmpretrain-vit'
     result = convert_vit_checkpoint(source)
     result.check()
     assert set(result.state_dict) == set(timm_weights)
@@ -182,7 +183,7 @@ def test_original_mae_layout(tmp_path):
     source = {**weights, 'mask_token': torch.zeros(1, 1, 32),
               'decoder_embed.weight': torch.zeros(32, 64),
               'decoder_blocks.0.norm1.weight': torch.ones(32)}
-    assert detect_format(source) == 'mae'
+    assert detect_layout(source) == 'mae'
     result = convert_vit_checkpoint(source)
     result.check()
     assert result.state_dict.keys() == weights.keys()
@@ -211,7 +212,7 @@ def test_videomae_equals_per_frame_dyt_vit_on_a_static_tubelet(tmp_path):
         block.register_forward_hook(lambda m, i, o: blocks.append(o))
     state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     state_dict['cls_head.fc_cls.weight'] = torch.zeros(5, 64)
-    assert detect_format(convert_vit_checkpoint.__globals__[
+    assert detect_layout(convert_vit_checkpoint.__globals__[
         'strip_backbone_prefix'](state_dict)[0]) == 'videomae'
     model, args = convert_and_load(tmp_path, state_dict, src_format='videomae',
                                    out_type='raw', img_size=32)
@@ -256,5 +257,5 @@ def test_loading_another_layout_suggests_the_converter(tmp_path):
     model = DyTViT(arch=dict(ARCH), img_size=32, patch_size=8,
                    init_cfg=dict(type='Pretrained', checkpoint=path))
     with pytest.raises(ValueError, match=r'looks like a mmseg-vit checkpoint'
-                       r'.*tools/convert_checkpoint\.py'):
+                       r'.*tools/model_converters/convert_checkpoint\.py'):
         model.init_weights()

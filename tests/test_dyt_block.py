@@ -8,12 +8,23 @@ from mmdyt.models import DISPATCH_MODES, DyTBlock
 C, HEADS, N = 32, 4, 17  # 1 cls + 16 patch tokens
 
 
-def make_block(dispatch, adapter='Adapter'):
+#: Block variants the gathered path must handle: a plain pre-trained block,
+#: one with layer scale (``ls1``/``ls2`` on the gathered updates) and one of
+#: a ViT without cls token (no prefix: every token is dispatched).
+VARIANTS = {
+    'plain': dict(),
+    'layer_scale': dict(layer_scale_init_value=0.3),
+    'no_cls_token': dict(num_prefix_tokens=0),
+}
+
+
+def make_block(dispatch, adapter='Adapter', **kwargs):
     block = DyTBlock(
         embed_dims=C,
         num_heads=HEADS,
         dispatch=dispatch,
-        adapter_cfg=dict(type=adapter, dropout=0.))
+        adapter_cfg=dict(type=adapter, dropout=0.),
+        **kwargs)
     with torch.no_grad():  # non-zero adapters, so that they are tested too
         for name, param in block.named_parameters():
             if '_adapter.' in name:
@@ -28,7 +39,8 @@ def fix_masks(block, kind, batch):
         dispatcher = getattr(block, f'{site}_dispatcher')
         if dispatcher is None:
             continue
-        shape = (batch, 1) if site == 'layer' else (batch, N - 1)
+        patches = N - block.num_prefix_tokens
+        shape = (batch, 1) if site == 'layer' else (batch, patches)
         if kind == 'ones':
             mask = torch.ones(shape)
         elif kind == 'zeros':
@@ -40,12 +52,13 @@ def fix_masks(block, kind, batch):
         dispatcher.forward = lambda tokens, mask=mask: mask
 
 
+@pytest.mark.parametrize('variant', list(VARIANTS))
 @pytest.mark.parametrize('adapter', ['Adapter', 'MoEAdapter'])
 @pytest.mark.parametrize('kind', ['ones', 'zeros', 'random'])
 @pytest.mark.parametrize('batch', [1, 4])
 @pytest.mark.parametrize('dispatch', DISPATCH_MODES)
-def test_gathered_equals_masked(dispatch, batch, kind, adapter):
-    block = make_block(dispatch, adapter)
+def test_gathered_equals_masked(dispatch, batch, kind, adapter, variant):
+    block = make_block(dispatch, adapter, **VARIANTS[variant])
     fix_masks(block, kind, batch)
     x = torch.randn(batch, N, C)
     masked, masks_train = block.train()(x)
@@ -103,6 +116,70 @@ def test_complete_block_at_init_equals_timm_block():
     out, masks = block.eval()(x, complete=True)
     torch.testing.assert_close(out, reference.eval()(x))
     assert all(m.eq(1).all() for m in masks)
+
+
+class FixedDropPath(torch.nn.Module):
+    """Stochastic depth with given per-sample keep factors (0 or 1/p)."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, x):
+        return x * self.keep.view(-1, *[1] * (x.dim() - 1))
+
+
+@pytest.mark.parametrize('dispatch', ['mlp', 'layer'])
+def test_drop_path_in_masked_training(dispatch):
+    """Stochastic depth scales each sample's (masked) residual updates in
+    training, and does nothing in evaluation."""
+    block = make_block(dispatch, drop_path_rate=0.5)
+    assert block.drop_path1.drop_prob == block.drop_path2.drop_prob == 0.5
+    fix_masks(block, 'random', 4)
+    mask = block.dispatchers()[0](None)
+    k1, k2 = torch.tensor([2., 0, 2, 0]), torch.tensor([2., 2, 0, 0])
+    x = torch.randn(4, N, C)
+    with torch.no_grad():
+        eval_out, _ = block.eval()(x)
+        block.drop_path1, block.drop_path2 = FixedDropPath(k1), \
+            FixedDropPath(k2)
+        out, _ = block.train()(x)
+        if dispatch == 'mlp':
+            x1 = x + k1[:, None, None] * block._attn_update(x)
+            full = block._with_prefix(mask)[..., None]
+            expected = x1 + k2[:, None, None] * full * block._mlp_update(
+                x1) + block.mlp_adapter(x1)
+        else:
+            attn = k1[:, None, None] * block._attn_update(x)
+            update = attn + k2[:, None, None] * block._mlp_update(x + attn)
+            expected = x + mask[..., None] * update + block.layer_adapter(x)
+        torch.testing.assert_close(out, expected)
+        # evaluation: no stochastic depth, the plain gathered block
+        plain = make_block(dispatch)
+        plain.load_state_dict(block.state_dict())
+        fix_masks(plain, 'random', 4)
+        torch.testing.assert_close(eval_out, plain.eval()(x)[0])
+
+
+def test_drop_path_keeps_the_straight_through_gradient():
+    block = DyTBlock(embed_dims=C, num_heads=HEADS, drop_path_rate=0.3,
+                     adapter_cfg=dict(type='Adapter', dropout=0.)).train()
+    out, masks = block(torch.randn(4, N, C))
+    (out.sum() + masks[0].sum()).backward()
+    assert block.mlp_dispatcher.linear.weight.grad.abs().sum() > 0
+
+
+def test_sites_table_is_the_one_definition():
+    """The block's dispatchers, its mask order and the backbone's sites all
+    come from DISPATCH_SITES."""
+    from mmdyt.models.dyt_block import DISPATCH_SITES
+    for dispatch, sites in DISPATCH_SITES.items():
+        block = make_block(dispatch)
+        assert block.dispatch_sites == sites
+        assert [getattr(block, f'{s}_dispatcher') for s in sites
+                ] == block.dispatchers()
+        fix_masks(block, 'random', 2)
+        assert len(block.eval()(torch.randn(2, N, C))[1]) == len(sites)
 
 
 def test_unknown_dispatch():

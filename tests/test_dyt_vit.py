@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import save_timm_vit
+from helpers import save_timm_vit
 from mmdyt.models import DyTViT
 
 OUT_INDICES = (3, 5, 7, 11)
@@ -96,8 +96,13 @@ def test_dispatch_masks_and_activation_rate():
     assert all(m.shape == (3, 4) for m in model.dispatch_masks)
     expected = torch.stack(model.dispatch_masks).mean().item()
     assert model.activation_rate() == pytest.approx(expected)
-    model(x, complete=True)
-    assert model.activation_rate() == 1.0
+    # a complete forward returns all-ones masks and leaves the dynamic
+    # forward's masks in place (the rate loss and the statistics read them)
+    dynamic = model.dispatch_masks
+    _, complete_masks = model.forward_with_masks(x, complete=True)
+    assert all(bool((m == 1).all()) for m in complete_masks)
+    assert model.dispatch_masks is dynamic
+    assert model.activation_rate() == pytest.approx(expected)
     video = torch.randn(2, 3, 5, 32, 32)
     model(video)
     assert all(m.shape == (10, 4) for m in model.dispatch_masks)

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 @pytest.mark.parametrize('scope', ['mmseg', 'mmaction'])
@@ -38,5 +38,44 @@ def test_custom_imports_builds_through_library_registry(tmp_path, scope):
 def test_registered_in_both_libraries():
     from mmaction.registry import MODELS as ACTION
     from mmseg.registry import MODELS as SEG
-    for name in ('DyTViT', 'TokenDispatcher', 'Adapter', 'MoEAdapter'):
+    for name in ('DyTViT', 'Adapter', 'MoEAdapter'):
         assert SEG.get(name) is ACTION.get(name) is not None
+
+
+def test_only_what_configs_build_is_registered():
+    """Blocks, dispatchers and the loss are built by mmdyt's own code from
+    their arguments, not from a ``type``: they are not registered."""
+    from mmdyt.registry import LIBRARIES, library_registry
+    for scope in LIBRARIES:
+        models = library_registry(scope, 'MODELS')
+        for name in ('DyTBlock', 'TokenDispatcher', 'DyTLoss'):
+            assert name not in models.module_dict, (scope, name)
+
+
+@pytest.mark.parametrize('kind, name', [
+    ('HOOKS', 'DispatchStatsHook'), ('HOOKS', 'IterSeedHook'),
+    ('HOOKS', 'ParameterCountHook'),
+    ('TRANSFORMS', 'CheckedLoadImageFromFile'),
+    ('OPTIM_WRAPPERS', 'AutocastOptimWrapper')
+])
+def test_every_kind_through_one_idiom_in_every_library(kind, name):
+    from mmdyt.registry import LIBRARIES, library_registry
+    classes = {library_registry(scope, kind).get(name) for scope in LIBRARIES}
+    assert len(classes) == 1 and None not in classes
+
+
+def test_task_models_only_in_their_library():
+    from mmaction.registry import MODELS as ACTION
+    from mmseg.registry import MODELS as SEG
+    assert 'DyTEncoderDecoder' in SEG.module_dict
+    assert 'DyTEncoderDecoder' not in ACTION.module_dict
+    assert {'DyTRecognizer3D', 'AttentivePoolHead'} <= set(ACTION.module_dict)
+    assert 'DyTRecognizer3D' not in SEG.module_dict
+
+
+def test_unknown_scope_or_kind_is_named():
+    from mmdyt.registry import library_registry, register
+    with pytest.raises(ValueError, match="unknown scope 'mmfoo'"):
+        register('MODELS', scopes=('mmfoo', ))
+    with pytest.raises(ValueError, match="unknown registry kind 'MODEL'"):
+        library_registry('mmseg', 'MODEL')

@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, shrink_seg_recipe
 
 
 def build_segmentor(cfg: Config, size=None):
@@ -71,31 +71,46 @@ model = dict(
     log_vars, predictions = train_and_test_step(
         model, seg_batch((64, 64), num_classes=150))
     assert {'decode.loss_ce', 'aux.loss_ce', 'loss_rate'} <= set(log_vars)
-    assert 0 <= log_vars['act_rate'] <= 1
+    assert 0 < log_vars['act_rate'] < 1  # untrained: some tokens skipped
     assert predictions[0].pred_sem_seg.shape == (64, 64)
 
 
-def test_ade20k_recipe_runs_on_cpu():
+def test_ade20k_recipe_is_vit_b_upernet_at_512():
+    """What the recipe is (its wiring runs, tiny, below)."""
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/ade20k/dyt_vitb.py'))
-    assert cfg.model.backbone.arch == 'base'
+    backbone = cfg.model.backbone
+    assert (backbone.arch, backbone.img_size, backbone.dispatch) == (
+        'base', (512, 512), 'mlp')
+    assert backbone.out_indices == (3, 5, 7, 11)
+    assert cfg.model.decode_head.type == 'UPerHead'
+    assert cfg.model.decode_head.channels == 768
     assert cfg.model.test_cfg.mode == 'slide'
+    assert cfg.model.dyt_loss.target_rate == 0.5
+
+
+def test_ade20k_recipe_runs_on_cpu():
+    """The recipe's own model and test mode (sliding windows), tiny."""
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/ade20k/dyt_vitb.py'))
+    shrink_seg_recipe(cfg, size=64)
     model = build_segmentor(cfg)
     log_vars, predictions = train_and_test_step(
-        model, seg_batch((512, 512), num_classes=150))
+        model, seg_batch((96, 96), num_classes=150))
     assert {'decode.loss_ce', 'aux.loss_ce', 'loss_rate'} <= set(log_vars)
     assert 'loss_distill' not in log_vars  # the paper does not distil here
     assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
-    assert [p.pred_sem_seg.shape for p in predictions] == [(512, 512)] * 2
-    assert predictions[0].seg_logits.data.shape == (150, 512, 512)
+    assert [p.pred_sem_seg.shape for p in predictions] == [(96, 96)] * 2
+    assert predictions[0].seg_logits.data.shape == (150, 96, 96)
 
 
 def test_ade20k_distill_recipe_trains_on_cpu():
     cfg = Config.fromfile(
         osp.join(REPO_ROOT, 'configs/ade20k/dyt_vitb_distill.py'))
+    assert cfg.model.dyt_loss.distill
+    shrink_seg_recipe(cfg, size=64)
     model = build_segmentor(cfg).train()
     # the test path is that of dyt_vitb.py: one training iteration here
     data = model.data_preprocessor(
-        seg_batch((512, 512), num_classes=150), training=True)
+        seg_batch((64, 64), num_classes=150), training=True)
     losses = model.loss(**data)
     assert {'decode.loss_ce', 'loss_rate', 'loss_distill',
             'complete.decode.loss_ce'} <= set(losses)
@@ -106,12 +121,36 @@ def test_ade20k_distill_recipe_trains_on_cpu():
                if p.requires_grad and '_dispatcher.' in n)
 
 
+def test_rate_loss_uses_the_dynamic_masks_whatever_the_teacher_does():
+    """With distillation the complete (teacher) pass runs after the dynamic
+    one; the rate loss must still see the dynamic masks, not the teacher's
+    all-ones masks (the teacher pass used to overwrite them)."""
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/ade20k/dyt_vitb_distill.py'))
+    shrink_seg_recipe(cfg, size=64)
+    model = build_segmentor(cfg).train()
+    data = model.data_preprocessor(
+        seg_batch((64, 64), num_classes=150), training=True)
+    student = []
+    model.backbone.register_mask_hook(lambda masks, x: student.append(masks))
+    losses = model.loss(**data)
+    assert len(student) == 1  # the teacher pass reports no masks
+    from mmdyt.models.dispatcher import mean_rate
+    rate = mean_rate(student[0])
+    assert float(rate) < 1  # some tokens skipped
+    assert losses['act_rate'] == pytest.approx(float(rate))
+    assert float(losses['loss_rate']) == pytest.approx(
+        2.0 * (float(rate) - 0.5)**2)
+
+
 @pytest.mark.parametrize('config', [
     'configs/ade20k/dyt_vitb_moe.py', 'configs/ade20k/vitb_adapter.py',
     'configs/coco_stuff164k/dyt_vitb.py', 'configs/demo/seg_demo_adapter.py'
 ])
 def test_other_recipes_build(config):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    if cfg.model.backbone.arch == 'base':
+        shrink_seg_recipe(cfg, size=64)
     model = build_segmentor(cfg, size=(64, 64))
     log_vars, _ = train_and_test_step(model, seg_batch(
         (64, 64), num_classes=cfg.model.decode_head.num_classes))

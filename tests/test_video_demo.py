@@ -10,7 +10,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, load_tool, run_tool_here, tensors_equal
 
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs/demo/video_demo.py')
 SPLITS = {'train': 8, 'val': 4}
@@ -19,7 +19,7 @@ SPLITS = {'train': 8, 'val': 4}
 @pytest.fixture(scope='module')
 def clips(tmp_path_factory):
     """A small generated dataset in the demo's layout."""
-    from mmdyt.demo.video_data import make_video_demo
+    from video_demo_data import make_video_demo
     root = str(tmp_path_factory.mktemp('video'))
     assert make_video_demo(root, splits=SPLITS, size=32) == SPLITS
     return root
@@ -31,7 +31,7 @@ def read_list(root, split):
 
 
 def test_generated_clips_and_lists(clips):
-    from mmdyt.demo.video_data import CLASSES, make_video_demo
+    from video_demo_data import CLASSES, make_video_demo
     for split, count in SPLITS.items():
         lines = read_list(clips, split)
         assert len(lines) == count
@@ -52,7 +52,7 @@ def test_generated_clips_and_lists(clips):
 def test_clip_class_needs_several_frames(monkeypatch):
     """Every frame shows one moving shape, whose kind belongs to two classes;
     the frames together show both kinds of the class."""
-    from mmdyt.demo import video_data
+    import video_demo_data as video_data
     for label, pair in enumerate(video_data.PAIRS):
         assert sum(pair[0] in p for p in video_data.PAIRS) == 2
         calls = []
@@ -121,11 +121,7 @@ class _Snapshot(Hook):
 def _train(work_dir, clips, vit, max_iters, resume=False):
     """``tools/train.py`` (its ``main``, with ``--resume``) on a tiny demo
     run; returns the state the run started its first iteration from."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'train_tool', osp.join(REPO_ROOT, 'tools', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('train.py')
     snapshot = _Snapshot()
 
     def build_runner(cfg):
@@ -148,36 +144,14 @@ def _train(work_dir, clips, vit, max_iters, resume=False):
         'default_hooks.checkpoint.interval': 2,
         'default_hooks.logger.interval': 1,
     }
-    argv = [
-        'train.py', DEMO_CONFIG, '--work-dir',
-        str(work_dir), '--no-validate', '--cfg-options',
-        *(f'{key}={value}' for key, value in options.items())
-    ]
-    old_argv, sys.argv = sys.argv, argv + ['--resume'] * resume
-    try:
-        tool.main()
-    finally:
-        sys.argv = old_argv
+    run_tool_here('train.py', DEMO_CONFIG, '--work-dir', str(work_dir),
+                  '--no-validate', *['--resume'] * resume, options=options,
+                  module=tool)
     return snapshot
 
 
-def _assert_same(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            _assert_same(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            _assert_same(x, y)
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    else:
-        assert a == b
-
-
 def test_resume_continues_where_the_run_stopped(clips, tmp_path):
-    from mmdyt.demo.pretrain import build_demo_vit
+    from demo_vit import build_demo_vit
     vit = str(tmp_path / 'demo_vit.pth')
     torch.save(build_demo_vit().state_dict(), vit)
     # an uninterrupted run of 4 iterations, and one stopped after 2
@@ -185,8 +159,8 @@ def test_resume_continues_where_the_run_stopped(clips, tmp_path):
     _train(tmp_path / 'stopped', clips, vit, max_iters=2)
     full_2 = torch.load(tmp_path / 'full' / 'iter_2.pth')
     stopped_2 = torch.load(tmp_path / 'stopped' / 'iter_2.pth')
-    _assert_same(full_2['state_dict'], stopped_2['state_dict'])
-    _assert_same(full_2['optimizer'], stopped_2['optimizer'])
+    tensors_equal(full_2['state_dict'], stopped_2['state_dict'])
+    tensors_equal(full_2['optimizer'], stopped_2['optimizer'])
     assert any('_dispatcher.' in k for k in full_2['state_dict'])
 
     # --resume: the next iteration is the 3rd, from the uninterrupted run's
@@ -194,16 +168,16 @@ def test_resume_continues_where_the_run_stopped(clips, tmp_path):
     resumed = _train(tmp_path / 'stopped', clips, vit, max_iters=4,
                      resume=True)
     assert resumed.state['iter'] == 2
-    _assert_same(resumed.state['model'], full_2['state_dict'])
-    _assert_same(resumed.state['optimizer'], full_2['optimizer'])
+    tensors_equal(resumed.state['model'], full_2['state_dict'])
+    tensors_equal(resumed.state['optimizer'], full_2['optimizer'])
     full_4 = torch.load(tmp_path / 'full' / 'iter_4.pth')
     resumed_4 = torch.load(tmp_path / 'stopped' / 'iter_4.pth')
     assert resumed_4['meta']['iter'] == full_4['meta']['iter'] == 4
     steps = [{int(s['step']) for s in c['optimizer']['state'].values()}
              for c in (full_4, resumed_4)]
     assert steps[0] == steps[1] == {4}  # every parameter: 4 AdamW steps
-    _assert_same(full_4['param_schedulers'], resumed_4['param_schedulers'])
+    tensors_equal(full_4['param_schedulers'], resumed_4['param_schedulers'])
     # the same weights as the uninterrupted run: same clips, same Gumbel
     # noise and dropout (IterSeedHook)
-    _assert_same(full_4['state_dict'], resumed_4['state_dict'])
-    _assert_same(full_4['optimizer'], resumed_4['optimizer'])
+    tensors_equal(full_4['state_dict'], resumed_4['state_dict'])
+    tensors_equal(full_4['optimizer'], resumed_4['optimizer'])
