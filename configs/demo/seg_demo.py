@@ -1,6 +1,6 @@
 # DyT segmentation demo: the small demo ViT (pre-trained by
-# tools/pretrain_demo_vit.py), frozen and adapted with DyT on the generated
-# ADE20K-layout shapes dataset (tools/make_demo_data.py). Trains on a CPU in
+# tools/demo/pretrain_demo_vit.py), frozen and adapted with DyT on the generated
+# ADE20K-layout shapes dataset (tools/demo/make_demo_data.py). Trains on a CPU in
 # a few minutes: `make demo`. Structured like configs/ade20k/dyt_vitb.py.
 custom_imports = dict(imports=['mmdyt'], allow_failed_imports=False)
 default_scope = 'mmseg'

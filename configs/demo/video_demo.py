@@ -1,8 +1,8 @@
 # DyT video demo: the small demo ViT (pre-trained by
-# tools/pretrain_demo_vit.py on 96^2 images), frozen and adapted with DyT on
-# the generated moving-shapes clips (tools/make_demo_data.py --task video;
+# tools/demo/pretrain_demo_vit.py on 96^2 images), frozen and adapted with DyT on
+# the generated moving-shapes clips (tools/demo/make_demo_data.py --task video;
 # the class is the pair of shapes that pass by one after the other, which no
-# single frame shows: see mmdyt/demo/video_data.py). Structured like
+# single frame shows: see tools/demo/video_demo_data.py). Structured like
 # configs/kinetics400/dyt_vitb_8x224.py: DyTRecognizer3D, per-frame DyTViT,
 # AttentivePoolHead, target rate 0.5 and complete-model distillation.
 # Trains on a CPU in a few minutes: `make demo-video`.
@@ -14,7 +14,7 @@ data_root = 'data/demo/video'
 pretrained = 'data/demo/demo_vit.pth'
 frame_size = 64  # the checkpoint's 96^2 pos-embed is resampled to 8x8
 clip_len = 4  # one frame per quarter of the clip (TSN-style sampling)
-num_classes = 4  # pairs of shapes (mmdyt.demo.video_data.CLASSES)
+num_classes = 4  # pairs of shapes (tools/demo/video_demo_data.py: CLASSES)
 
 model = dict(
     type='DyTRecognizer3D',

@@ -1,7 +1,8 @@
-# DyT ViT-B/16 on Kinetics-400, 8 frames x 224^2, sampling rate 16: the
-# paper's recipe (Table 6: 75.28 top-1, 108.31 GFLOPs per view; METHOD.md
-# section 5): target activation rate 0.5, complete-model distillation on,
-# 12 epochs at batch 128 (8 GPUs x 16), test 1 spatial x 3 temporal views.
+# DyT ViT-B/16 on Kinetics-400, 8 frames x 224^2, sampling rate 16: the paper's
+# recipe (docs/method.md#training-recipes; the paper's Table 6: 75.28 top-1,
+# 108.31 GFLOPs per view): target activation rate 0.5, complete-model
+# distillation on, 12 epochs at batch 128 (8 GPUs x 16), test 1 spatial x 3
+# temporal views.
 #   bash tools/dist_train.sh configs/kinetics400/dyt_vitb_8x224.py 8
 _base_ = [
     '../_base_/models/dyt_vitb_video.py',

@@ -1,10 +1,10 @@
-# Kinetics-400 as the paper trains on it (METHOD.md section 5, from
-# ST-Adapter): 8 frames with sampling rate 16, short-side jitter 224-256,
-# 224 crop, horizontal flip, no RandAugment; test 1 spatial x 3 temporal
-# views. mmaction2's layout: data/kinetics400/videos_{train,val} and
-# kinetics400_{train,val}_list_videos.txt ("path label" lines).
-# Without decord, use dict(type='OpenCVInit') / dict(type='OpenCVDecode')
-# (mmcv.VideoReader: slower seeking, same RGB frames).
+# Kinetics-400 as the paper trains on it (settings from ST-Adapter; see
+# docs/method.md#training-recipes): 8 frames with sampling rate 16, short-side
+# jitter 224-256, 224 crop, horizontal flip, no RandAugment; test 1 spatial x 3
+# temporal views. mmaction2's layout: data/kinetics400/videos_{train,val} and
+# kinetics400_{train,val}_list_videos.txt ("path label" lines). Without decord,
+# use dict(type='OpenCVInit') / dict(type='OpenCVDecode') (mmcv.VideoReader:
+# slower seeking, same RGB frames).
 dataset_type = 'VideoDataset'
 data_root = 'data/kinetics400/videos_train'
 data_root_val = 'data/kinetics400/videos_val'
@@ -21,7 +21,8 @@ train_pipeline = [
         frame_interval=frame_interval,
         num_clips=1),
     dict(type='DecordDecode'),
-    # short side to 224-256 (the authors' code: x[1.0, 1.15], 224-258)
+    # short side to 224-256 (the authors' public release: x[1.0, 1.15],
+    # 224-258)
     dict(type='RandomRescale', scale_range=(224, 256)),
     dict(type='RandomCrop', size=224),
     dict(type='Flip', flip_ratio=0.5),

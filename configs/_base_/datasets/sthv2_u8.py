@@ -1,7 +1,8 @@
-# Something-Something V2 as the paper trains on it (METHOD.md section 5, from
-# ST-Adapter): 8 frames sampled TSN-style (one per eighth of the video),
-# RandomResizedCrop (area 0.08-1), no flip (labels such as "left to right"
-# would change), RandAugment; test 3 spatial x 1 temporal views.
+# Something-Something V2 as the paper trains on it (settings from ST-Adapter;
+# see docs/method.md#training-recipes): 8 frames sampled TSN-style (one per
+# eighth of the video), RandomResizedCrop (area 0.08-1), no flip (labels such
+# as "left to right" would change), RandAugment; test 3 spatial x 1 temporal
+# views.
 # mmaction2's layout: data/sthv2/videos and sthv2_{train,val}_list_videos.txt.
 # Without decord, use dict(type='OpenCVInit') / dict(type='OpenCVDecode').
 #

@@ -1,9 +1,9 @@
-# DyT ViT-B/16 for video recognition (METHOD.md section 5): the frozen IN-21K
-# ViT runs on every frame of an 8-frame clip (frames folded into the batch,
-# each with its own cls token, no temporal embedding); after the final norm a
-# learned query pools the tokens of all frames (AttentivePoolHead) for the
-# linear classifier. Adapters d=64 (scale 0.1) and a token dispatcher in
-# every block, MLP dispatch. Dataset configs set num_classes and dyt_loss;
+# DyT ViT-B/16 for video recognition (docs/method.md#video-recognition): the
+# frozen IN-21K ViT runs on every frame of an 8-frame clip (frames folded into
+# the batch, each with its own cls token, no temporal embedding); after the
+# final norm a learned query pools the tokens of all frames (AttentivePoolHead)
+# for the linear classifier. Adapters d=64 (scale 0.1) and a token dispatcher
+# in every block, MLP dispatch. Dataset configs set num_classes and dyt_loss;
 # the adapter-only baselines switch to a plain Recognizer3D.
 custom_imports = dict(imports=['mmdyt'], allow_failed_imports=False)
 
@@ -18,7 +18,7 @@ model = dict(
         patch_size=16,
         out_type='raw',  # (N, T, L, C): every frame's tokens, cls included
         final_norm=True,
-        drop_path_rate=0.,  # METHOD.md: drop path 0 for classification
+        drop_path_rate=0.,  # the paper's recipe: no drop path for video
         dispatch='mlp',
         dispatcher_cfg=dict(tau=5.0, threshold=0.5),
         adapter_cfg=dict(type='Adapter', bottleneck=64, scale=0.1),

@@ -1,7 +1,7 @@
 # DyT ViT-B/16 + simple FPN (mmseg's Feature2Pyramid, as in its BEiT/MAE
 # configs) + UperNet (channels 768) + FCN auxiliary head: the paper's
-# segmentation model (METHOD.md section 5). Only the backbone and the
-# segmentor type differ from mmseg's MAE UperNet base.
+# segmentation model (docs/method.md#semantic-segmentation). Only the backbone
+# and the segmentor type differ from mmseg's MAE UperNet base.
 _base_ = ['mmseg::_base_/models/upernet_mae.py']
 custom_imports = dict(imports=['mmdyt'], allow_failed_imports=False)
 

@@ -1,6 +1,8 @@
-# The paper's segmentation optimisation (METHOD.md section 5): AdamW lr 1e-3,
-# wd 0.05, 1500-iteration linear warm-up then poly (power 1) decay, AMP.
-# (The paper says cosine; its code uses poly. We follow the code.)
+# The paper's segmentation optimisation (docs/method.md#training-recipes):
+# AdamW lr 1e-3, wd 0.05, 1500-iteration linear warm-up then poly (power 1)
+# decay, AMP. (The paper says cosine; the authors' public release uses poly.
+# We follow the release: docs/method.md, "Choices mmdyt makes where the paper
+# is silent".)
 max_iters = 160000
 optim_wrapper = dict(
     type='AmpOptimWrapper',

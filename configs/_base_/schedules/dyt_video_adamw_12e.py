@@ -1,8 +1,9 @@
-# The paper's video optimisation (METHOD.md section 5): AdamW, base lr 1e-3
-# scaled to 1e-3 x 128 / 256 = 5e-4 at batch 128 (8 GPUs x 16), weight decay
-# 0.01, 2 warm-up epochs then half-cosine decay, AMP, no gradient clipping;
-# 12 epochs (Kinetics-400). Norms, biases and the head's query token get no
-# weight decay (the MAE-style parameter groups of the authors' code base).
+# The paper's video optimisation (docs/method.md#training-recipes): AdamW,
+# base lr 1e-3 scaled to 1e-3 x 128 / 256 = 5e-4 at batch 128 (8 GPUs x 16),
+# weight decay 0.01, 2 warm-up epochs then half-cosine decay, AMP, no
+# gradient clipping; 12 epochs (Kinetics-400). Norms, biases and the head's
+# query token get no weight decay (the MAE-style parameter groups of the
+# authors' public release).
 max_epochs = 12
 warmup_epochs = 2
 optim_wrapper = dict(
