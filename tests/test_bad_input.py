@@ -200,15 +200,16 @@ def seg_data_with_bad_images(tmp_path):
 
 def demo_dataset(root, split):
     """The demo config's dataset of ``split`` over ``root``, with the
-    config's own pipeline (CheckedLoadImageFromFile: ``on_error='skip'``
-    in training, ``'raise'`` in testing)."""
+    config's own pipeline (CheckedLoadImageFromFile with ``on_error='skip'``
+    in training, CheckImageFile before LoadImageFromFile in testing)."""
     from mmengine.config import Config
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/demo/seg_demo.py'))
     pipeline = cfg.train_pipeline if split == 'training' else \
         cfg.test_pipeline
-    assert pipeline[0]['type'] == 'CheckedLoadImageFromFile'
+    assert pipeline[0]['type'] == ('CheckedLoadImageFromFile' if split ==
+                                   'training' else 'CheckImageFile')
     return DATASETS.build(dict(
         type='BaseSegDataset', data_root=str(root),
         data_prefix=dict(img_path=f'images/{split}',
@@ -246,6 +247,29 @@ def test_testing_stops_at_an_unreadable_image(seg_data_with_bad_images):
     with pytest.raises(ValueError, match=r'unreadable image .*demo_validati'
                        r'on_00001\.jpg: it cannot be decoded as an image'):
         dataset[1]
+
+
+@pytest.mark.parametrize('name, data, problem', [
+    ('empty.jpg', b'', 'the file is empty'),
+    ('cut.jpg', None, 'the JPEG is truncated'),
+    ('noise.jpg', b'\x00' * 64, 'cannot be decoded as an image'),
+])
+def test_check_image_file(tmp_path, name, data, problem):
+    import cv2
+    import numpy as np
+    from mmdyt.datasets import CheckImageFile
+    good = tmp_path / 'good.jpg'
+    cv2.imwrite(str(good), np.full((8, 8, 3), 100, np.uint8))
+    assert CheckImageFile()(dict(img_path=str(good))) == dict(
+        img_path=str(good))
+    path = tmp_path / name
+    path.write_bytes(good.read_bytes()[:-50] if data is None else data)
+    with pytest.raises(ValueError, match=f'unreadable image {path}: .*'
+                       f'{problem}'):
+        CheckImageFile()(dict(img_path=str(path)))
+    # arrays from an inferencer: nothing to check
+    array = dict(img=np.zeros((8, 8, 3), np.uint8), img_path=None)
+    assert CheckImageFile()(array) is array
 
 
 def test_on_error_is_checked():

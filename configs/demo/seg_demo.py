@@ -80,7 +80,9 @@ dataset = dict(
     seg_map_suffix='.png',
     reduce_zero_label=True)
 # CheckedLoadImageFromFile (mmdyt): an unreadable training image is skipped
-# with a warning naming it; in testing it stops the run with its path.
+# with a warning naming it. In testing CheckImageFile (mmdyt) stops the run
+# with its path, and the image is loaded by the standard LoadImageFromFile,
+# which the inference APIs (MMSegInferencer) expect.
 train_pipeline = [
     dict(type='CheckedLoadImageFromFile', on_error='skip'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -88,7 +90,8 @@ train_pipeline = [
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile', on_error='raise'),
+    dict(type='CheckImageFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]

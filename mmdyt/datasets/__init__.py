@@ -1,3 +1,7 @@
-from .transforms import CheckedLoadImageFromFile, check_image_bytes
+from .transforms import (CheckedLoadImageFromFile, CheckImageFile,
+                         check_image_bytes, identify_image)
 
-__all__ = ['CheckedLoadImageFromFile', 'check_image_bytes']
+__all__ = [
+    'CheckedLoadImageFromFile', 'CheckImageFile', 'check_image_bytes',
+    'identify_image'
+]

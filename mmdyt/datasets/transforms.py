@@ -1,12 +1,14 @@
 """Image loading that reports unreadable files instead of failing obscurely."""
+import io
 import logging
 from typing import Optional
 
 import mmcv
 import numpy as np
-from mmcv.transforms import LoadImageFromFile
+from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmengine import fileio
 from mmengine.logging import print_log
+from PIL import Image
 
 from mmdyt.registry import register
 
@@ -28,6 +30,64 @@ def check_image_bytes(data: bytes) -> Optional[str]:
     if data[:2] == b'\xff\xd8' and b'\xff\xd9' not in data[-JPEG_TAIL:]:
         return 'the JPEG is truncated (no end-of-image marker)'
     return None
+
+
+def identify_image(data: bytes) -> Optional[str]:
+    """What is wrong with the bytes of an image file, or None, without
+    decoding its pixels: :func:`check_image_bytes`, then Pillow's header and
+    structure check (undecodable data, an unknown format)."""
+    problem = check_image_bytes(data)
+    if problem is not None:
+        return problem
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception:  # noqa: BLE001 - any failure means unreadable
+        return 'it cannot be decoded as an image'
+    return None
+
+
+@register('TRANSFORMS')
+class CheckImageFile(BaseTransform):
+    """Stop, naming the file, at an image file that cannot be read right.
+
+    Placed before mmcv's ``LoadImageFromFile`` in a test pipeline, it turns
+    what the decoder would miss or report obscurely (an empty file, a JPEG
+    cut short that OpenCV decodes partially, data that is not an image) into
+    a ValueError naming the file. The loading itself stays the standard
+    ``LoadImageFromFile``, which the libraries' inferencers
+    (``MMSegInferencer``) look for and replace. Inputs without an
+    ``img_path`` (arrays given to an inferencer) pass unchanged.
+
+    Args:
+        backend_args (dict, optional): File backend arguments, as for
+            ``LoadImageFromFile``. Defaults to None.
+
+    Examples:
+        >>> test_pipeline = [
+        ...     dict(type='CheckImageFile'),
+        ...     dict(type='LoadImageFromFile'),
+        ...     dict(type='LoadAnnotations', reduce_zero_label=True),
+        ...     dict(type='PackSegInputs')]
+    """
+
+    def __init__(self, backend_args: Optional[dict] = None):
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        filename = results.get('img_path')
+        if filename is None or results.get('img') is not None:
+            return results
+        try:
+            data = fileio.get(filename, backend_args=self.backend_args)
+        except Exception as error:  # noqa: BLE001 - re-raised with context
+            raise ValueError(f'unreadable image {filename}: it cannot be '
+                             f'read ({type(error).__name__}: {error})'
+                             ) from error
+        problem = identify_image(data)
+        if problem is not None:
+            raise ValueError(f'unreadable image {filename}: {problem}')
+        return results
 
 
 @register('TRANSFORMS')
