@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
+INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
 .PHONY: install test lint demo demo-seg demo-video clean
@@ -13,12 +14,14 @@ install: $(STAMP)
 
 $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/mmcv_lite.txt
 	@test -x $(PY) || { echo '[install] creating $(VENV) with $(PYTHON)'; $(PYTHON) -m venv $(VENV); }
-	@echo '[install] installing pinned dependencies (requirements/*.txt)'
-	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
+	@echo '[install] installing the pinned dependencies (requirements/*.txt; pip output in $(INSTALL_LOG))'
+	@$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt > $(INSTALL_LOG) 2>&1 \
+		|| { tail -30 $(INSTALL_LOG); exit 1; }
 	@# keep a compiled mmcv if there is one; else the pure-Python mmcv-lite
 	@if $(PY) -c 'import mmcv' 2>/dev/null; then echo '[install] keeping the installed mmcv'; \
-	else echo '[install] installing mmcv-lite (requirements/mmcv_lite.txt)'; $(PIP) install -r requirements/mmcv_lite.txt; fi
-	$(PIP) install --no-deps --no-build-isolation -e .
+	else echo '[install] installing mmcv-lite (requirements/mmcv_lite.txt)'; \
+		$(PIP) install -r requirements/mmcv_lite.txt >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }; fi
+	@$(PIP) install --no-deps --no-build-isolation -e . >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }
 	@touch $@
 	@echo '[install] done'
 
@@ -32,17 +35,12 @@ lint: install
 # a downloaded checkpoint), adapt it frozen with DyT, evaluate.
 demo: demo-seg
 
+# Each stage's full output goes to work_dirs/<demo>/demo.log.
 demo-seg: install
-	$(PY) tools/demo/make_demo_data.py --task seg --out data/demo
-	$(PY) tools/demo/pretrain_demo_vit.py --out data/demo/demo_vit.pth
-	$(PY) tools/train.py configs/demo/seg_demo.py --work-dir work_dirs/seg_demo
-	$(PY) tools/test.py configs/demo/seg_demo.py "$$(cat work_dirs/seg_demo/last_checkpoint)" --work-dir work_dirs/seg_demo/test
+	@$(PY) tools/demo/run_demo.py seg
 
 demo-video: install
-	$(PY) tools/demo/make_demo_data.py --task video --out data/demo
-	$(PY) tools/demo/pretrain_demo_vit.py --out data/demo/demo_vit.pth
-	$(PY) tools/train.py configs/demo/video_demo.py --work-dir work_dirs/video_demo
-	$(PY) tools/test.py configs/demo/video_demo.py "$$(cat work_dirs/video_demo/last_checkpoint)" --work-dir work_dirs/video_demo/test
+	@$(PY) tools/demo/run_demo.py video
 
 clean:
 	rm -rf work_dirs data/demo
