@@ -56,8 +56,8 @@ class CheckImageFile(BaseTransform):
     cut short that OpenCV decodes partially, data that is not an image) into
     a ValueError naming the file. The loading itself stays the standard
     ``LoadImageFromFile``, which the libraries' inferencers
-    (``MMSegInferencer``) look for and replace. Inputs without an
-    ``img_path`` (arrays given to an inferencer) pass unchanged.
+    (``MMSegInferencer``) look for and replace; the path an inferencer
+    feeds the pipeline is checked too, arrays pass unchanged.
 
     Args:
         backend_args (dict, optional): File backend arguments, as for
@@ -74,10 +74,20 @@ class CheckImageFile(BaseTransform):
     def __init__(self, backend_args: Optional[dict] = None):
         self.backend_args = backend_args
 
-    def transform(self, results: dict) -> dict:
-        filename = results.get('img_path')
-        if filename is None or results.get('img') is not None:
-            return results
+    def transform(self, results):
+        """Check ``results['img_path']`` and return ``results`` unchanged.
+
+        An inferencer feeds its raw input (a path or an array) to the
+        pipeline's first step: a path is checked, an array passes.
+        """
+        if isinstance(results, str):
+            self._check(results)
+        elif isinstance(results, dict) and results.get('img') is None and \
+                results.get('img_path') is not None:
+            self._check(results['img_path'])
+        return results
+
+    def _check(self, filename: str) -> None:
         try:
             data = fileio.get(filename, backend_args=self.backend_args)
         except Exception as error:  # noqa: BLE001 - re-raised with context
@@ -87,7 +97,6 @@ class CheckImageFile(BaseTransform):
         problem = identify_image(data)
         if problem is not None:
             raise ValueError(f'unreadable image {filename}: {problem}')
-        return results
 
 
 @register('TRANSFORMS')

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from ..dispatch_record import predict_with_dispatch
 from ..losses import build_dyt_loss
 
 
@@ -23,7 +24,12 @@ class DyTRecognizer3D(Recognizer3D):
     model's own classification loss (``complete.loss_cls``). Prediction and
     ``tensor`` mode are mmaction2's, including the multi-view test (views
     ``(N, num_views, C, T, H, W)`` folded into the batch, their scores
-    averaged by the head's ``average_clips``).
+    averaged by the head's ``average_clips``). Each predicted data sample
+    also carries what DyT did for its clip (all views and frames): the
+    metainfo ``act_rate`` and, with ``test_cfg=dict(...,
+    return_dispatch_masks=True)`` (or the attribute
+    :attr:`return_dispatch_masks`), the masks ``dispatch_masks`` (see
+    :func:`predict_with_dispatch`).
 
     Args:
         dyt_loss (dict, optional): Arguments of :class:`DyTLoss`
@@ -66,6 +72,17 @@ class DyTRecognizer3D(Recognizer3D):
         if not self.with_cls_head:
             raise ValueError('DyTRecognizer3D needs a cls_head')
         self.with_dispatch = bool(self.backbone.dispatch_sites)
+        #: Whether predictions carry their per-block dispatch masks.
+        self.return_dispatch_masks = bool(
+            (self.test_cfg or {}).get('return_dispatch_masks', False))
+
+    def predict(self, inputs: Tensor, data_samples: SampleList,
+                **kwargs) -> SampleList:
+        """mmaction2's prediction, with DyT's activation rate (and, on
+        request, dispatch masks) in every data sample."""
+        return predict_with_dispatch(
+            self.backbone, lambda: super(DyTRecognizer3D, self).predict(
+                inputs, data_samples, **kwargs), self.return_dispatch_masks)
 
     def extract_feat(self,
                      inputs: Tensor,

@@ -2,11 +2,12 @@
 from typing import List, Optional, Tuple
 
 from mmseg.models.segmentors import EncoderDecoder
-from mmseg.utils import SampleList, add_prefix
+from mmseg.utils import OptSampleList, SampleList, add_prefix
 from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from ..dispatch_record import predict_with_dispatch
 from ..losses import build_dyt_loss
 
 
@@ -20,7 +21,11 @@ class DyTEncoderDecoder(EncoderDecoder):
     ``dyt_loss=dict(distill=True)`` also ``loss_distill``, the per-pixel KL
     between the decode head's logits with and without skipping, and the
     complete model's own decode loss (``complete.decode.loss_ce``).
-    Prediction and ``tensor`` mode are mmseg's.
+    Prediction and ``tensor`` mode are mmseg's; each predicted data sample
+    also carries what DyT did for its image: the metainfo ``act_rate`` and,
+    with ``test_cfg=dict(..., return_dispatch_masks=True)`` (or the
+    attribute :attr:`return_dispatch_masks`), the per-block masks
+    ``dispatch_masks`` (see :func:`predict_with_dispatch`).
 
     Args:
         dyt_loss (dict, optional): Arguments of :class:`DyTLoss`
@@ -37,6 +42,18 @@ class DyTEncoderDecoder(EncoderDecoder):
         self.dyt_loss = build_dyt_loss(
             type(self).__name__, self.backbone, dyt_loss)
         self.with_dispatch = bool(self.backbone.dispatch_sites)
+        #: Whether predictions carry their per-block dispatch masks.
+        self.return_dispatch_masks = bool(
+            (self.test_cfg or {}).get('return_dispatch_masks', False))
+
+    def predict(self,
+                inputs: Tensor,
+                data_samples: OptSampleList = None) -> SampleList:
+        """mmseg's prediction, with DyT's activation rate (and, on request,
+        dispatch masks) in every data sample."""
+        return predict_with_dispatch(
+            self.backbone, lambda: super(DyTEncoderDecoder, self).predict(
+                inputs, data_samples), self.return_dispatch_masks)
 
     def extract_feat_with_masks(self,
                                 inputs: Tensor,

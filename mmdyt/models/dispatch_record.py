@@ -1,0 +1,74 @@
+"""What DyT did for each predicted sample: its activation rate and, on
+request, its dispatch masks, attached to the library's data samples."""
+from typing import Callable, List, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def predict_with_dispatch(backbone: nn.Module, predict: Callable[[], list],
+                          return_masks: bool = False) -> list:
+    """Run ``predict()`` (a task model's prediction, returning one data
+    sample per input) and record, in each data sample, what the DyTViT
+    ``backbone`` did for that input.
+
+    Every backbone forward of the prediction counts (all crops of a
+    sliding-window test, all views of a multi-view test, chunks of
+    ``max_testing_views``). The rows of each forward's masks are split
+    evenly over the samples, in order: one row per sample for images, views
+    x frames rows per clip for videos.
+
+    Each data sample gets the metainfo ``act_rate`` (the mean over the
+    dispatchers of the share of its tokens that were computed, as
+    :func:`~mmdyt.models.dispatcher.mean_rate` measures it) and
+    ``dispatch_grid`` (the patch grid of the backbone input); with
+    ``return_masks``, also the data field ``dispatch_masks``: a bool tensor
+    (rows, dispatchers, tokens) with the sample's rows of every forward
+    (patch tokens on ``dispatch_grid``, or one entry per row for
+    ``'layer'`` dispatch), dispatchers in ``backbone.dispatch_sites``
+    order.
+
+    Args:
+        backbone (DyTViT): The backbone ``predict`` runs.
+        predict (Callable): The prediction, without arguments.
+        return_masks (bool): Attach the masks too. Defaults to False.
+
+    Returns:
+        list: ``predict()``'s data samples.
+    """
+    if not backbone.dispatch_sites:
+        return predict()
+    forwards: List[Sequence[Tensor]] = []
+    grids = []
+
+    def record(masks, inputs):
+        forwards.append([m.detach() for m in masks])
+        grids.append(tuple(s // backbone.patch_size
+                           for s in inputs.shape[-2:]))
+
+    handle = backbone.register_mask_hook(record)
+    try:
+        samples = predict()
+    finally:
+        handle.remove()
+    if not forwards or not samples:
+        return samples
+    num = len(samples)
+    per_sample: List[List[Tensor]] = [[] for _ in range(num)]
+    for masks in forwards:
+        stacked = torch.stack(masks, dim=1)  # rows, dispatchers, tokens
+        if stacked.shape[0] % num:
+            raise ValueError(
+                f'cannot attribute a forward of {stacked.shape[0]} rows to '
+                f'{num} samples')
+        for index, rows in enumerate(stacked.chunk(num, dim=0)):
+            per_sample[index].append(rows)
+    for sample, rows in zip(samples, per_sample):
+        masks = torch.cat(rows).bool()
+        rate = masks.float().mean(dim=(0, 2)).mean()
+        sample.set_metainfo(dict(act_rate=float(rate),
+                                 dispatch_grid=grids[0]))
+        if return_masks:
+            sample.set_field(masks, 'dispatch_masks', field_type='data')
+    return samples
