@@ -8,6 +8,8 @@ The library follows from the config's ``default_scope``. Examples::
 """
 import argparse
 import os
+import re
+from typing import Optional
 
 from mmengine.config import DictAction
 
@@ -93,13 +95,45 @@ def use_amp(cfg) -> None:
 def check_start_checkpoint(cfg) -> None:
     """Check the checkpoint training starts from (``load_from``, or the
     latest one of the work directory for ``--resume``) before anything is
-    built: a truncated or corrupt file fails here, naming the file."""
+    built: a truncated or corrupt file fails here, naming the file and, for
+    ``--resume``, the newest intact checkpoint of the work directory."""
     from mmengine.runner import find_latest_checkpoint
     checkpoint = cfg.get('load_from')
-    if checkpoint is None and cfg.get('resume'):
+    latest = checkpoint is None and cfg.get('resume')
+    if latest:
         checkpoint = find_latest_checkpoint(cfg.work_dir)
-    if checkpoint is not None:
+    if checkpoint is None:
+        return
+    try:
         check_checkpoint_file(checkpoint)
+    except (ValueError, FileNotFoundError) as error:
+        if not latest:
+            raise
+        good = newest_intact_checkpoint(cfg.work_dir, exclude=checkpoint)
+        hint = (f'the newest intact checkpoint there is {good}: resume from '
+                f'it with --resume {good}' if good else
+                'no other checkpoint there is intact')
+        raise ValueError(f'{error}. It is the last checkpoint of '
+                         f'{cfg.work_dir} (last_checkpoint); {hint}'
+                         ) from error
+
+
+def newest_intact_checkpoint(work_dir: str, exclude: str) -> Optional[str]:
+    """The checkpoint of ``work_dir`` (``iter_N.pth`` / ``epoch_N.pth``)
+    with the largest N that passes :func:`check_checkpoint_file`."""
+    found = []
+    for name in os.listdir(work_dir):
+        match = re.fullmatch(r'(iter|epoch)_(\d+)\.pth', name)
+        path = os.path.join(work_dir, name)
+        if match and os.path.abspath(path) != os.path.abspath(exclude):
+            found.append((int(match[2]), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            check_checkpoint_file(path)
+        except (ValueError, FileNotFoundError):
+            continue
+        return path
+    return None
 
 
 if __name__ == '__main__':
