@@ -298,3 +298,28 @@ def test_video_pipelines_run_on_a_generated_clip(tmp_path):
         assert train['inputs'].shape == (1, 3, 8, 224, 224), name
         test = opencv(cfg.test_pipeline)(dict(info))
         assert test['inputs'].shape == test_shape, name
+
+
+def test_sthv2_randaugment_is_the_papers_policy_on_every_frame_alike():
+    """rand-m7-n4: 4 ops at magnitude 7 of 10, the same ops for every frame
+    of a clip (so motion is not destroyed)."""
+    from mmaction.registry import TRANSFORMS
+    init_default_scope('mmaction')
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/_base_/datasets/sthv2_u8.py'))
+    step = [t for t in cfg.train_pipeline if t.get('op') == 'RandAugment']
+    assert len(step) == 1
+    assert (step[0].num_ops, step[0].magnitude,
+            step[0].num_magnitude_bins) == (4, 7, 11)
+    augment = TRANSFORMS.build(step[0])
+    import numpy as np
+    rng = np.random.RandomState(0)
+    frame = rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)
+    changed = 0
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = augment(dict(imgs=[frame.copy() for _ in range(8)]))['imgs']
+        assert all(np.array_equal(out[0], f) for f in out[1:])
+        assert out[0].shape == frame.shape and out[0].dtype == np.uint8
+        changed += not np.array_equal(out[0], frame)
+    assert changed >= 4  # 4 ops rarely leave a clip as it was
