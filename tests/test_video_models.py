@@ -323,3 +323,29 @@ def test_sthv2_randaugment_is_the_papers_policy_on_every_frame_alike():
         assert out[0].shape == frame.shape and out[0].dtype == np.uint8
         changed += not np.array_equal(out[0], frame)
     assert changed >= 4  # 4 ops rarely leave a clip as it was
+
+
+@pytest.mark.parametrize('name', [
+    'kinetics400/dyt_vitb_8x224.py', 'sthv2/dyt_vitb_8x224.py',
+    'kinetics400/vitb_adapter_8x224.py'
+])
+def test_video_recipes_decay_every_trainable_tensor(name):
+    """As the authors' release: no head dropout, one weight-decay group of
+    every trainable tensor (biases, norms and the query token too)."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(osp.join(REPO_ROOT, f'configs/{name}'))
+    assert cfg.model.cls_head.dropout_ratio == 0
+    assert 'paramwise_cfg' not in cfg.optim_wrapper
+    cfg.model.backbone.update(init_cfg=None, arch=TINY_ARCH, img_size=32)
+    cfg.model.cls_head.update(in_channels=32, num_heads=2)
+    model = build_recognizer(cfg.model)
+    optim = dict(cfg.optim_wrapper, type='OptimWrapper')  # no GPU here
+    groups = build_optim_wrapper(model, optim).optimizer.param_groups
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    # mmengine hands frozen tensors to the optimiser too; they get no grad
+    decayed = {id(p) for g in groups if g['weight_decay'] == 0.01
+               for p in g['params']}
+    undecayed = {id(p) for g in groups if g['weight_decay'] != 0.01
+                 for p in g['params']}
+    assert trainable <= decayed and not trainable & undecayed
+    assert id(model.cls_head.query_token) in decayed
