@@ -166,6 +166,33 @@ def test_pos_embed_is_resampled_when_loading(tmp_path):
                                reference.pos_embed[:, 0])
 
 
+def test_pos_embed_resampling_is_the_releases_bicubic(tmp_path):
+    """14x14 -> 32x32 (the segmentation recipe) as the authors' release
+    resamples: F.interpolate(bicubic, align_corners=False), no
+    anti-aliasing, computed independently here from the checkpoint."""
+    import torch.nn.functional as F
+    path = str(tmp_path / 'vit_t.pth')
+    reference = save_timm_vit(path, 'vit_tiny_patch16_224', num_classes=0)
+    model = DyTViT(arch='tiny', img_size=512, out_type='raw',
+                   init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    table = reference.pos_embed.detach()
+    grid = table[:, 1:].reshape(1, 14, 14, 192).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(32, 32), mode='bicubic',
+                             align_corners=False)
+    expected = expected.permute(0, 2, 3, 1).reshape(1, 1024, 192)
+    torch.testing.assert_close(model.pos_embed[:, 1:].detach(), expected,
+                               rtol=0, atol=0)
+    torch.testing.assert_close(model.pos_embed[:, :1].detach(),
+                               table[:, :1], rtol=0, atol=0)
+    # at run time, other sizes resample the model's own table the same way
+    from mmdyt.models.backbones.vit_weights import resample_pos_embed
+    wide = resample_pos_embed(model.pos_embed, (32, 48), 1)
+    assert wide.shape == (1, 1 + 32 * 48, 192)
+    with pytest.raises(ValueError, match='expected .1, prefix . 5.5'):
+        resample_pos_embed(model.pos_embed, (4, 4), 1, old_grid=(5, 5))
+
+
 @pytest.mark.parametrize('kwargs, match', [
     (dict(arch='huge'), "arch 'huge' is not one of"),
     (dict(arch=dict(embed_dims=8)), 'lacks the keys'),

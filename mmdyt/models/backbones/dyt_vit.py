@@ -470,7 +470,8 @@ class DyTViT(BaseModule):
         pos_embed = self.pos_embed
         if grid != self.patch_grid:
             pos_embed = resample_pos_embed(pos_embed, grid,
-                                           self.num_prefix_tokens)
+                                           self.num_prefix_tokens,
+                                           old_grid=self.patch_grid)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
                           dim=1)

@@ -33,10 +33,11 @@ import zipfile
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
-from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
 #: Keys under which checkpoints commonly nest their state dict.
@@ -236,35 +237,54 @@ def _layout_hint(state_dict: Dict[str, Tensor],
 
 
 # ------------------------------------------------------- position embedding
-def resample_pos_embed(pos_embed: Tensor, new_grid: Tuple[int, int],
-                       num_prefix_tokens: int) -> Tensor:
+def resample_pos_embed(pos_embed: Tensor,
+                       new_grid: Tuple[int, int],
+                       num_prefix_tokens: int,
+                       old_grid: Optional[Tuple[int, int]] = None) -> Tensor:
     """Resample a ``(1, prefix + h*w, C)`` position embedding to
     ``new_grid``; the prefix (cls) entries are kept as they are.
 
+    The patch entries are interpolated as a ``C``-channel image with
+    ``F.interpolate(mode='bicubic', align_corners=False)`` and no
+    anti-aliasing, as the authors' public release (and BEiT / mmseg) do for
+    ViT checkpoints; timm's ``resample_abs_pos_embed`` anti-aliases by
+    default, which changes the cubic kernel even when upsampling. This is
+    the one resampling of mmdyt: loading (every loader), other input sizes
+    at run time, and the adapter merge tool use it.
+
     Args:
-        pos_embed (Tensor): The table, its patch entries on a square grid
-            unless it already has ``new_grid``'s size.
+        pos_embed (Tensor): The table.
         new_grid (tuple[int, int]): The patch grid (rows, columns) to
             resample to.
         num_prefix_tokens (int): Leading entries that are not on the grid.
+        old_grid (tuple[int, int], optional): The table's grid; by default
+            the square its patch entries make.
 
     Raises:
-        ValueError: If the table's patch entries are not a square grid.
+        ValueError: If the table's patch entries are not on ``old_grid``
+            (a square grid by default).
     """
     num_patches = pos_embed.shape[1] - num_prefix_tokens
-    if num_patches == new_grid[0] * new_grid[1]:
-        return pos_embed
-    side = int(round(num_patches**0.5))
-    if pos_embed.dim() != 3 or side * side != num_patches:
+    if old_grid is None:
+        side = int(round(num_patches**0.5))
+        old_grid = (side, side)
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if pos_embed.dim() != 3 or old_grid[0] * old_grid[1] != num_patches:
         raise ValueError(
             f'cannot resample a position embedding of shape '
             f'{tuple(pos_embed.shape)} to a {new_grid[0]}x{new_grid[1]} '
-            'grid: expected (1, prefix + side**2, embed_dims)')
-    return resample_abs_pos_embed(
-        pos_embed,
-        new_size=tuple(new_grid),
-        old_size=(side, side),
-        num_prefix_tokens=num_prefix_tokens)
+            f'grid: expected (1, prefix + {old_grid[0]}*{old_grid[1]}, '
+            'embed_dims)')
+    if old_grid == new_grid:
+        return pos_embed
+    prefix, patches = pos_embed.split([num_prefix_tokens, num_patches], 1)
+    channels = pos_embed.shape[2]
+    grid = patches.reshape(1, *old_grid, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode='bicubic',
+                         align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, channels).to(
+        pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)
 
 
 # ------------------------------------------------------ loading a timm ViT
