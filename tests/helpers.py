@@ -136,9 +136,9 @@ def shrink_seg_recipe(cfg, size: int = 64, arch: dict = TINY_12,
     """Make a ViT-B segmentation recipe tiny, in place, keeping its
     structure (blocks read, neck, heads, test mode): the backbone becomes
     ``arch`` (12 blocks, so the recipe's ``out_indices`` stay), the heads
-    ``channels`` wide, the training input ``size``; the test mode (crop
-    and stride of a sliding window) stays the recipe's; no checkpoint is
-    loaded."""
+    ``channels`` wide, the input ``size`` (training crops and the sliding
+    window's crops, which must have the backbone's size when it has a
+    relative position bias); no checkpoint is loaded."""
     dims = arch['embed_dims']
     model = cfg.model
     model.backbone.update(arch=dict(arch), img_size=size, init_cfg=None)
@@ -153,6 +153,9 @@ def shrink_seg_recipe(cfg, size: int = 64, arch: dict = TINY_12,
         channels=channels)
     if model.get('auxiliary_head'):
         model.auxiliary_head.update(in_channels=dims, channels=channels)
+    if model.test_cfg.get('mode') == 'slide':
+        model.test_cfg.update(crop_size=(size, size),
+                              stride=(size * 2 // 3, size * 2 // 3))
 
 
 def tiny_dyt_vit(**kwargs):

@@ -15,6 +15,10 @@ VARIANTS = {
     'plain': dict(),
     'layer_scale': dict(layer_scale_init_value=0.3),
     'no_cls_token': dict(num_prefix_tokens=0),
+    'rel_pos_bias': dict(rel_pos_bias_grid=(4, 4)),
+    # no cls token: the N tokens are a 1 x N grid of patches
+    'rel_pos_bias_no_cls': dict(rel_pos_bias_grid=(1, N),
+                                num_prefix_tokens=0),
 }
 
 
@@ -25,9 +29,9 @@ def make_block(dispatch, adapter='Adapter', **kwargs):
         dispatch=dispatch,
         adapter_cfg=dict(type=adapter, dropout=0.),
         **kwargs)
-    with torch.no_grad():  # non-zero adapters, so that they are tested too
+    with torch.no_grad():  # non-zero adapters (and biases): tested too
         for name, param in block.named_parameters():
-            if '_adapter.' in name:
+            if '_adapter.' in name or 'rel_pos_bias.' in name:
                 param.normal_(0, 0.1)
     return block
 

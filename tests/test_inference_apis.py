@@ -24,7 +24,7 @@ def seg_config(name, **options):
     cfg = Config.fromfile(config_path(name))
     cfg.model.backbone.init_cfg = None  # random weights: nothing to read
     if cfg.model.backbone.arch == 'base':
-        shrink_seg_recipe(cfg, size=64)  # same pipeline, a tiny model
+        shrink_seg_recipe(cfg, size=256)  # same pipeline, a tiny model
     cfg.merge_from_dict(options)
     return cfg
 

@@ -38,14 +38,14 @@ def seg_batch(size, num_classes, batch=2):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def train_and_test_step(model, data):
+def train_and_test_step(model, data, test_data=None):
     optim = OptimWrapper(torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=1e-3))
     model.train()
     log_vars = model.train_step(data, optim)
     model.eval()
     with torch.no_grad():
-        predictions = model.test_step(data)
+        predictions = model.test_step(test_data or data)
     return log_vars, predictions
 
 
@@ -89,12 +89,16 @@ def test_ade20k_recipe_is_vit_b_upernet_at_512():
 
 
 def test_ade20k_recipe_runs_on_cpu():
-    """The recipe's own model and test mode (sliding windows), tiny."""
+    """The recipe's own model and test mode (sliding windows), tiny:
+    training crops of the backbone's size, a larger test image in 2 x 2
+    windows."""
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/ade20k/dyt_vitb.py'))
     shrink_seg_recipe(cfg, size=64)
     model = build_segmentor(cfg)
+    assert all(b.rel_pos_bias is not None for b in model.backbone.blocks)
     log_vars, predictions = train_and_test_step(
-        model, seg_batch((96, 96), num_classes=150))
+        model, seg_batch((64, 64), num_classes=150),
+        seg_batch((96, 96), num_classes=150))
     assert {'decode.loss_ce', 'aux.loss_ce', 'loss_rate'} <= set(log_vars)
     assert 'loss_distill' not in log_vars  # the paper does not distil here
     assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())

@@ -4,11 +4,14 @@ from .dispatcher import TokenDispatcher
 from .dyt_block import DISPATCH_MODES, DyTBlock
 from .heads import AttentivePoolHead
 from .losses import DyTLoss, distill_loss, rate_loss
+from .necks import IdentityNorm
+from .rel_pos_bias import RelativePositionBias
 from .recognizers import DyTRecognizer3D
 from .segmentors import DyTEncoderDecoder
 
 __all__ = [
     'Adapter', 'MoEAdapter', 'TokenDispatcher', 'DyTBlock', 'DyTViT',
     'DISPATCH_MODES', 'DyTLoss', 'rate_loss', 'distill_loss',
-    'DyTEncoderDecoder', 'DyTRecognizer3D', 'AttentivePoolHead'
+    'DyTEncoderDecoder', 'DyTRecognizer3D', 'AttentivePoolHead',
+    'IdentityNorm', 'RelativePositionBias'
 ]

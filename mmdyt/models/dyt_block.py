@@ -11,6 +11,7 @@ from torch import Tensor
 from mmdyt.registry import build_model
 from mmdyt.utils.args import suggest_unknown_arguments
 from .dispatcher import TokenDispatcher
+from .rel_pos_bias import RelativePositionBias
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
 
 #: The dispatch sites of a block for each value of ``dispatch``, in the order
@@ -94,6 +95,10 @@ class DyTBlock(BaseModule):
         adapter_cfg (dict, optional): Config of every adapter (``type`` is
             ``'Adapter'`` or ``'MoEAdapter'``); ``embed_dims`` is filled in.
             Defaults to ``dict(type='Adapter')``.
+        rel_pos_bias_grid (tuple[int, int], optional): Add a BEiT-style
+            relative position bias (:class:`RelativePositionBias`, zero at
+            init, trainable) for this patch grid to the attention logits.
+            Defaults to None (no bias).
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -110,6 +115,7 @@ class DyTBlock(BaseModule):
                  dispatch: Optional[str] = 'mlp',
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
+                 rel_pos_bias_grid: Optional[Tuple[int, int]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.dispatch = check_dispatch(dispatch)
@@ -124,6 +130,9 @@ class DyTBlock(BaseModule):
             qkv_bias=qkv_bias,
             attn_drop=attn_drop_rate,
             proj_drop=drop_rate)
+        self.rel_pos_bias = RelativePositionBias(
+            rel_pos_bias_grid, num_heads, num_prefix_tokens) \
+            if rel_pos_bias_grid is not None else None
         self.ls1 = LayerScale(embed_dims, layer_scale_init_value) \
             if layer_scale_init_value else nn.Identity()
         self.drop_path1 = DropPath(drop_path_rate) \
@@ -167,8 +176,20 @@ class DyTBlock(BaseModule):
     # under autocast the sub-layers compute in half precision while the
     # stream stays float32 (and the gathered path's ``index_add`` needs one
     # dtype). Without autocast ``.to`` returns its input.
+    def _attn_bias(self, x: Tensor) -> Optional[Tensor]:
+        """The relative position bias (heads, N, N) for tokens ``x``, in the
+        dtype the attention computes in; None without one."""
+        if self.rel_pos_bias is None:
+            return None
+        self.rel_pos_bias.check_tokens(x.shape[1])
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) \
+            if torch.is_autocast_enabled(device) else x.dtype
+        return self.rel_pos_bias().to(dtype)
+
     def _attn_update(self, x: Tensor) -> Tensor:
-        return self.ls1(self.attn(self.norm1(x))).to(x.dtype)
+        return self.ls1(
+            self.attn(self.norm1(x), attn_mask=self._attn_bias(x))).to(x.dtype)
 
     def _mlp_update(self, x: Tensor) -> Tensor:
         return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
@@ -201,8 +222,8 @@ class DyTBlock(BaseModule):
         else:
             full = self._with_prefix(mask)
             update = self.ls1(
-                query_subset_attention(self.attn, self.norm1(x),
-                                       full)).to(x.dtype)
+                query_subset_attention(self.attn, self.norm1(x), full,
+                                       self._attn_bias(x))).to(x.dtype)
             out = x.flatten(0, 1).index_add(0, active_index(full),
                                             update).view_as(x)
         return out + self.attn_adapter(x)

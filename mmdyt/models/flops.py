@@ -10,7 +10,8 @@ them:
 - linear layers, convolutions and the attention matmuls (``q k^T`` and the
   weighted sum): one FLOP per multiply-accumulate, biases free;
 - LayerNorm: 5 FLOPs per element (fvcore's estimate for an affine norm);
-- activations, softmax, additions and the mask comparisons: free.
+- activations, softmax, additions and the mask comparisons: free (so is a
+  relative position bias, a gathered table added to the attention logits).
 
 Adapters, MoE routers (and their weight merging) and dispatchers are counted
 on the tokens they see. Only the tokens a DyT block really computes are

@@ -4,7 +4,7 @@ These are the inference kernels of DyT (docs/method.md, "Efficient inference"):
 skipped tokens cost nothing. They equal the masked formulation used in
 training to float tolerance.
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +38,10 @@ def gathered_residual(x: Tensor, mask: Tensor,
     return flat.index_add(0, index, fn(flat[index])).view_as(x)
 
 
-def query_subset_attention(attn: Attention, x: Tensor,
-                           mask: Tensor) -> Tensor:
+def query_subset_attention(attn: Attention,
+                           x: Tensor,
+                           mask: Tensor,
+                           logit_bias: Optional[Tensor] = None) -> Tensor:
     """Self-attention outputs for the active tokens of ``x`` only.
 
     Queries come from the active tokens, keys and values from all tokens
@@ -51,6 +53,9 @@ def query_subset_attention(attn: Attention, x: Tensor,
         attn (Attention): A timm attention module (its weights are used).
         x (Tensor): Normalised tokens (B, N, C).
         mask (Tensor): Activation mask (B, N), non-zero for active queries.
+        logit_bias (Tensor, optional): A bias of the attention logits
+            (heads, N, N), e.g. a relative position bias; the rows of the
+            active queries are used. Defaults to None.
 
     Returns:
         Tensor: Outputs of the active tokens, (num_active, C), in the order of
@@ -74,7 +79,9 @@ def query_subset_attention(attn: Attention, x: Tensor,
     x_q = torch.gather(x, 1, order[..., None].expand(-1, -1, channels))
     q = F.linear(x_q, weight[:dims], None if bias is None else bias[:dims])
     q = attn.q_norm(q.reshape(batch, width, heads, head_dim).transpose(1, 2))
-    out = F.scaled_dot_product_attention(q, k, v)
+    attn_mask = None if logit_bias is None else \
+        logit_bias[:, order].transpose(0, 1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     out = attn.norm(out.transpose(1, 2).reshape(batch, width, dims)[valid])
     if getattr(attn, 'gate', None) is not None:
         out = out * attn.gate(x_q[valid]).sigmoid()

@@ -126,8 +126,14 @@ class DyTViT(BaseModule):
             ``dict(type='Adapter', bottleneck=64, scale=0.1)`` or
             ``dict(type='MoEAdapter', num_experts=4)``. Defaults to
             ``dict(type='Adapter')``.
-        frozen (bool): Freeze every pre-trained parameter; adapters and
-            dispatchers stay trainable. Defaults to True.
+        use_rel_pos_bias (bool): Add a BEiT-style relative position bias
+            to every block's attention (for the patch grid of ``img_size``;
+            zero at init, trainable like the adapters), as the authors'
+            segmentation model has. Inputs must then have ``img_size``.
+            Defaults to False.
+        frozen (bool): Freeze every pre-trained parameter; adapters,
+            dispatchers and relative position biases stay trainable.
+            Defaults to True.
         save_trainable_only (bool): Leave the frozen ViT weights out of
             ``state_dict()``, so that checkpoints (mmengine's CheckpointHook
             included) hold only what trains, plus the name of the base
@@ -200,6 +206,7 @@ class DyTViT(BaseModule):
                  dispatch_layers: Optional[Sequence[int]] = None,
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
+                 use_rel_pos_bias: bool = False,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
                  check_finite: Optional[bool] = None,
@@ -262,7 +269,9 @@ class DyTViT(BaseModule):
                 num_prefix_tokens=self.num_prefix_tokens,
                 dispatch=dispatch if i in dispatch_layers else None,
                 dispatcher_cfg=dispatcher_cfg,
-                adapter_cfg=adapter_cfg) for i in range(self.num_layers)
+                adapter_cfg=adapter_cfg,
+                rel_pos_bias_grid=self.patch_grid if use_rel_pos_bias else
+                None) for i in range(self.num_layers)
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None

@@ -44,15 +44,17 @@ from torch import Tensor
 STATE_DICT_KEYS = ('state_dict', 'model', 'module')
 #: Prefixes of whole-model checkpoints under which the ViT sits.
 BACKBONE_PREFIXES = ('backbone.', 'encoder.')
-#: Names of the parameters that DyT adds to a pre-trained ViT.
-DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.')
+#: Names of the parameters that DyT adds to a pre-trained ViT (dispatchers,
+#: adapters and the optional relative position biases): they train.
+DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.', 'rel_pos_bias.')
 #: Relative tolerance of the base fingerprint (float64 sums of the same
 #: float32 weights differ only by summation order).
 FINGERPRINT_RTOL = 1e-6
 
 
 def is_dyt_param(name: str) -> bool:
-    """Whether parameter ``name`` belongs to a dispatcher or an adapter."""
+    """Whether parameter ``name`` belongs to a dispatcher, an adapter or a
+    relative position bias (what DyT adds and trains)."""
     return any(key in name for key in DYT_PARAM_KEYWORDS)
 
 

@@ -1,0 +1,3 @@
+from .identity_norm import IdentityNorm
+
+__all__ = ['IdentityNorm']
