@@ -1,7 +1,16 @@
 # DyT ViT-B/16 + simple FPN (mmseg's Feature2Pyramid, as in its BEiT/MAE
 # configs) + UperNet (channels 768) + FCN auxiliary head: the paper's
-# segmentation model (docs/method.md#semantic-segmentation). Only the backbone
-# and the segmentor type differ from mmseg's MAE UperNet base.
+# segmentation model (docs/method.md#semantic-segmentation), as the authors'
+# public release builds it:
+# - a BEiT-style relative position bias in every block (use_rel_pos_bias:
+#   zero at init, trainable, 12 x (63^2 + 3) x 12 = 572k parameters; the
+#   IN-21K checkpoint has none);
+# - position embedding resampled 14x14 -> 32x32 with bicubic interpolation,
+#   align_corners=False, no anti-aliasing (DyTViT's loader does this);
+# - the neck's 4x branch ConvT -> GELU -> ConvT without a norm between
+#   (IdentityNorm; mmseg's Feature2Pyramid would put a SyncBN there).
+# Only the backbone, the neck's norm and the segmentor type differ from
+# mmseg's MAE UperNet base.
 _base_ = ['mmseg::_base_/models/upernet_mae.py']
 custom_imports = dict(imports=['mmdyt'], allow_failed_imports=False)
 
@@ -26,9 +35,11 @@ model = dict(
         dispatch='mlp',
         dispatcher_cfg=dict(tau=5.0, threshold=0.5),
         adapter_cfg=dict(type='Adapter', bottleneck=64, scale=0.1),
+        use_rel_pos_bias=True,
         frozen=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5]),
+    neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5],
+              norm_cfg=dict(type='IdentityNorm')),
     decode_head=dict(in_channels=[768, 768, 768, 768], channels=768),
     auxiliary_head=dict(in_channels=768),
     dyt_loss=dict(target_rate=0.5, rate_weight=2.0, distill=False))
