@@ -34,15 +34,26 @@ class SaveRankStateHook(Hook):
 
     Args:
         noise_free (bool): Replace the dispatchers' Gumbel noise by
-            :func:`_noise_free_forward` in this process. Defaults to False.
+            :func:`_noise_free_forward` during the run (restored after it:
+            runs in the tests' own process leave no trace). Defaults to
+            False.
     """
 
     priority = 'LOWEST'
 
     def __init__(self, noise_free: bool = False):
-        if noise_free:
-            TokenDispatcher.forward = _noise_free_forward
+        self.noise_free = noise_free
         self.initial = {}
+        self._forward = None
+
+    def before_run(self, runner) -> None:
+        if self.noise_free:
+            self._forward = TokenDispatcher.forward
+            TokenDispatcher.forward = _noise_free_forward
+
+    def after_run(self, runner) -> None:
+        if self._forward is not None:
+            TokenDispatcher.forward, self._forward = self._forward, None
 
     @staticmethod
     def _trainable(runner):

@@ -50,7 +50,9 @@ def killed_run(root, options, work_dir, **kill):
          '--work-dir', str(work_dir), '--no-validate',
          *cfg_options(options)],
         capture_output=True, text=True, cwd=REPO_ROOT,
-        env=dict(os.environ,
+        # the thread count of this process, which trains the reference and
+        # the resumed runs: the same float summation order
+        env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
                  PYTHONPATH=osp.dirname(osp.abspath(__file__))))
     return result
 

@@ -103,7 +103,7 @@ def test_get_flops_video_uses_clip_len_and_a_checkpoint(tmp_path):
 @pytest.fixture
 def restore_threads():
     threads = torch.get_num_threads()
-    yield
+    yield threads
     torch.set_num_threads(threads)
 
 
@@ -113,7 +113,8 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
         '--arch', 'tiny', '--img-size', '32', '--batch', '1', '2',
         '--warmup', '0', '--repeats', '1', '--threads', '1', '--json', out
     ])
-    assert torch.get_num_threads() == 1
+    assert [row['threads'] for row in rows] == [1, 1]
+    assert torch.get_num_threads() == restore_threads  # left as it was
     assert rows == json.load(open(out))
     assert [row['batch'] for row in rows] == [1, 2]
     for row in rows:

@@ -101,8 +101,17 @@ def resolve_setting(args: argparse.Namespace) -> dict:
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     """Run the benchmark; returns the rows (also for tests)."""
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:  # called in-process (tests), leave the thread count as it was
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace) -> List[dict]:
+    """Benchmark the setting of ``args``; returns the rows."""
     setting = resolve_setting(args)
     models = build_benchmark_models(
         setting['arch'], setting['img_size'], seed=args.seed)
