@@ -206,6 +206,29 @@ def test_visualize_dispatch_image(tmp_path):
     assert len(rates['rates']) == TINY['num_layers']
 
 
+def test_visualize_dispatch_sliding_window_recipe(tmp_path):
+    """The ADE20K recipe (tiny, its relative position bias and sliding
+    window kept): the maps come from mmseg's inference_model, crop by
+    crop."""
+    from helpers import config_path, shrink_seg_recipe
+    cfg = Config.fromfile(config_path('ade20k/dyt_vitb.py'))
+    shrink_seg_recipe(cfg, size=256)  # 256 crops, stride 170
+    config = str(tmp_path / 'ade_tiny.py')
+    cfg.dump(config)
+    checkpoint = save_model(init_task_model(cfg), str(tmp_path / 'm.pth'))
+    image = osp.join(make_seg_data(str(tmp_path / 'data'), 1, size=64),
+                     'images', 'validation', '0.jpg')
+    out = str(tmp_path / 'vis')
+    load_tool('visualize_dispatch').main([config, checkpoint, image,
+                                          '--out', out])
+    # resized to 512x512 by the test pipeline: 3 x 3 crops of 256
+    assert png_size(osp.join(out, '0_dispatch.png')) == grid_size(
+        (512, 512), 13, 4)
+    rates = json.load(open(osp.join(out, '0_rates.json')))
+    assert rates['input_shape'] == [3, 512, 512]
+    assert all(0 < r < 1 for r in rates['rates'])
+
+
 @pytest.mark.parametrize('source', ['mp4', 'folder'])
 def test_visualize_dispatch_video(tmp_path, source):
     config = write_video_config(str(tmp_path))

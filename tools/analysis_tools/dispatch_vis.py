@@ -132,7 +132,7 @@ def render_dispatch_grid(image: np.ndarray,
                           f'{site_label(*site)}: {mask.mean():.0%}')
         for mask, site in zip(masks, sites)
     ]
-    counts = np.sum([m.astype(np.int64) for m in masks], axis=0)
+    counts = np.sum([m.astype(np.float64) for m in masks], axis=0)
     panels.append(render_count_panel(image, counts, len(masks)))
     height, width = grid_size(image.shape[:2], len(panels), cols)
     cols = min(cols, len(panels))

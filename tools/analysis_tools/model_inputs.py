@@ -1,8 +1,8 @@
 """A trained DyT model and its inputs, for the analysis tools.
 
 The model comes from the libraries' own inference APIs
-(``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``); images go
-through the config's test pipeline, clips are read and cropped here.
+(``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``); clips are
+read, cropped and normalised here.
 """
 import os
 import os.path as osp
@@ -83,35 +83,6 @@ def _expects_bgr(preprocessor: nn.Module) -> bool:
     return bool(
         getattr(preprocessor, 'to_rgb', False)
         or getattr(preprocessor, 'channel_conversion', False))
-
-
-def image_inputs(model: nn.Module, path: str) -> Tuple[Tensor, np.ndarray]:
-    """An image through the config's test pipeline and data preprocessor.
-
-    The test pipeline of ``model.cfg`` (annotation loading removed) reads and
-    resizes the image; the model's data preprocessor normalises it.
-
-    Args:
-        model (nn.Module): An mmseg segmentor from :func:`init_model`.
-        path (str): The image file.
-
-    Returns:
-        tuple[Tensor, np.ndarray]: The backbone input (1, C, H, W) and the
-        RGB uint8 image (H, W, 3) it shows.
-    """
-    from mmcv.transforms import Compose
-    from mmengine.dataset import pseudo_collate
-    cfg = model.cfg
-    pipeline = cfg.get('test_pipeline') or \
-        cfg.test_dataloader.dataset.pipeline
-    pipeline = Compose(
-        [step for step in pipeline if step['type'] != 'LoadAnnotations'])
-    data = pipeline(dict(img_path=path))
-    image = data['inputs'].permute(1, 2, 0).numpy()
-    if _expects_bgr(model.data_preprocessor) and image.shape[2] == 3:
-        image = image[..., ::-1]
-    batch = model.data_preprocessor(pseudo_collate([data]), False)
-    return batch['inputs'], np.ascontiguousarray(image).astype(np.uint8)
 
 
 def read_frames(path: str, num_frames: int) -> List[np.ndarray]:
