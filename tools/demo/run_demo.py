@@ -106,7 +106,8 @@ def test_summary(output: str) -> dict:
 
 
 def results_table(metrics: dict, names) -> str:
-    rows = [(name, f'{metrics[name]:.2f}') for name in names
+    rows = [(name, f'{100 * metrics[name]:.1f}%' if name.startswith('acc/')
+             else f'{metrics[name]:.2f}') for name in names
             if name in metrics]
     rate = metrics.get('act_rate')
     if rate is not None:
