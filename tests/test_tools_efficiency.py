@@ -111,17 +111,23 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
     out = str(tmp_path / 'bench.json')
     rows = load_tool('benchmark').main([
         '--arch', 'tiny', '--img-size', '32', '--batch', '1', '2',
-        '--warmup', '0', '--repeats', '1', '--threads', '1', '--json', out
+        '--warmup', '0', '--repeats', '3', '--threads', '1', '2', '--json',
+        out
     ])
-    assert [row['threads'] for row in rows] == [1, 1]
+    assert [(row['threads'], row['batch']) for row in rows] == [
+        (1, 1), (1, 2), (2, 1), (2, 2)]
     assert torch.get_num_threads() == restore_threads  # left as it was
     assert rows == json.load(open(out))
-    assert [row['batch'] for row in rows] == [1, 2]
     for row in rows:
         assert row['setting'] == 'vit-tiny-32'
-        for key in ('rate', 'dense_ms', 'adapter_ms', 'dyt_ms', 'speedup',
-                    'flops_speedup'):
+        for key in ('rate', 'dense_ms', 'dense_again_ms', 'adapter_ms',
+                    'dyt_ms', 'reference_ms', 'speedup', 'flops_speedup',
+                    'dyt_vs_reference', 'noise_control'):
             assert key in row and row[key] > 0, key
+        for key in ('speedup', 'efficiency', 'dyt_vs_reference',
+                    'adapter_vs_dense', 'noise_control'):
+            low, high = row[f'{key}_ci']
+            assert low <= row[key] <= high, key
         assert 0 < row['rate'] < 1
         assert row['flops_speedup'] > 1
         assert row['speedup'] == pytest.approx(
@@ -183,6 +189,34 @@ def test_benchmark_models_share_weights(tiny_models):
     # adapters start at zero: all three compute the same function
     torch.testing.assert_close(complete, dense, atol=1e-5, rtol=0)
     torch.testing.assert_close(adapter, dense, atol=1e-5, rtol=0)
+
+
+def test_reference_gather_computes_what_dyt_computes(tiny_models):
+    """The peer is the same DyT model, only gathered the plain way."""
+    models = tiny_models
+    with torch.no_grad():
+        for name, param in models.dyt.named_parameters():
+            if '_adapter.up' in name:
+                param.normal_(0, 0.1)  # adapters that do something
+    inputs = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        (dyt, ), masks = models.dyt.forward_with_masks(inputs)
+        reference = models.reference(inputs)
+    assert 0 < float(torch.stack([m.mean() for m in masks]).mean()) < 1
+    torch.testing.assert_close(reference, dyt, atol=1e-5, rtol=0)
+
+
+def test_bootstrap_ratio_interval():
+    from benchmark_models import bootstrap_ratio
+    rng = torch.Generator().manual_seed(0)
+    slow = (100 + torch.randn(40, generator=rng)).tolist()
+    fast = (50 + torch.randn(40, generator=rng)).tolist()
+    value, low, high = bootstrap_ratio(slow, fast)
+    assert low < value < high and low > 1.9 and high < 2.1
+    value, low, high = bootstrap_ratio(slow, slow[::-1])  # no difference
+    assert low <= 1 <= high
+    with pytest.raises(ValueError, match='same, non-zero number'):
+        bootstrap_ratio([1., 2.], [1.])
 
 
 # ---------------------------------------------------- visualize_dispatch

@@ -51,7 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='target activation rate in [0, 1], set by shifting the '
         'dispatcher biases (default: the random dispatchers, ~0.5)')
     parser.add_argument(
-        '--threads', type=int, help='torch.set_num_threads (default: torch)')
+        '--threads',
+        type=int,
+        nargs='+',
+        help='torch.set_num_threads, one run per value (default: torch)')
     parser.add_argument(
         '--warmup', type=int, default=2, help='untimed forwards per model')
     parser.add_argument(
@@ -102,8 +105,6 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     """Run the benchmark; returns the rows (also for tests)."""
     args = parse_args(argv)
     threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         return run(args)
     finally:  # called in-process (tests), leave the thread count as it was
@@ -111,26 +112,30 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
 
 
 def run(args: argparse.Namespace) -> List[dict]:
-    """Benchmark the setting of ``args``; returns the rows."""
+    """Benchmark the setting of ``args`` at every thread count; returns
+    the rows."""
     setting = resolve_setting(args)
     models = build_benchmark_models(
         setting['arch'], setting['img_size'], seed=args.seed)
     rows = []
-    for batch in setting['batches']:
-        rows.append(
-            benchmark_setting(
-                models,
-                setting['name'],
-                batch,
-                setting['img_size'],
-                num_frames=setting['num_frames'],
-                rate=args.rate,
-                warmup=args.warmup,
-                repeats=args.repeats,
-                timer=args.timer,
-                seed=args.seed))
-    print(f'\ntorch {torch.__version__}, {torch.get_num_threads()} threads; '
-          f'median {args.timer} ms per forward of a batch\n')
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        for batch in setting['batches']:
+            rows.append(
+                benchmark_setting(
+                    models,
+                    setting['name'],
+                    batch,
+                    setting['img_size'],
+                    num_frames=setting['num_frames'],
+                    rate=args.rate,
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    timer=args.timer,
+                    seed=args.seed))
+    print(f'\ntorch {torch.__version__}; median {args.timer} time of '
+          f'{args.repeats} interleaved rounds, ratios with 95% bootstrap '
+          'intervals\n')
     print(format_markdown(rows))
     if args.json:
         with open(args.json, 'w') as file:

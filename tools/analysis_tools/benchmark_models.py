@@ -12,9 +12,14 @@ inputs (:func:`build_benchmark_models`):
   (AdaptFormer-style) baseline, every token through every MLP.
 - ``dyt``: :class:`DyTViT` with MLP dispatch in eval mode: the gathered
   path, where skipped tokens do not enter the MLP.
+- ``reference``: the same DyT model evaluated the straightforward way
+  (:class:`ReferenceGatherDyT`: ``nonzero``, gather, MLP, write into a zero
+  buffer by index, add): the peer DyT's gathered path must beat.
+- ``dense_again``: the dense model timed a second time, the noise control.
 
-``dyt`` and ``adapter`` share their adapter weights too. The weights are
-random (nothing is downloaded): speed depends on how many tokens are
+``dyt``, ``reference`` and ``adapter`` share their adapter weights too.
+The weights are random (nothing is downloaded): speed depends on how many
+tokens are
 computed, not on which. Random dispatchers activate about half of the
 tokens; :func:`set_activation_rate` shifts each dispatcher's bias so that a
 target fraction of the tokens of the benchmark input is active.
@@ -22,12 +27,15 @@ target fraction of the tokens of the benchmark input is active.
 Timing (:func:`time_interleaved`) runs under ``torch.inference_mode`` with
 warm-up, then interleaves the models in every repeat (in a rotating order)
 so that load changes on a shared machine hit all of them alike, and reports
-median milliseconds per forward.
+median milliseconds per forward. Every ratio comes with a 95% bootstrap
+interval over the repeats (:func:`bootstrap_ratio`): with enough repeats it
+can tell a 2% difference from noise, and the noise control says how large
+the noise is.
 """
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -54,8 +62,10 @@ PRESETS = {
 #: disturb less (use it with ``torch.set_num_threads(1)``).
 TIMERS = {'wall': time.perf_counter, 'cpu': time.process_time}
 
-#: Names of the benchmarked models, in table order.
-MODEL_NAMES = ('dense', 'adapter', 'dyt')
+#: Names of the benchmarked models, in table order. ``dense_again`` is the
+#: dense model timed a second time: the noise control (its ratio to
+#: ``dense`` should be 1 within the interval).
+MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt', 'reference')
 
 
 class DenseViT(nn.Module):
@@ -76,12 +86,57 @@ class DenseViT(nn.Module):
         return self.vit.forward_features(x)
 
 
+class ReferenceGatherDyT(nn.Module):
+    """DyT's evaluation written the straightforward way: the peer mmdyt's
+    gathered path is measured against.
+
+    Per block of a DyTViT with MLP dispatch: attention on every token, the
+    dispatcher's mask, then flatten the batch, ``nonzero``, gather the
+    active tokens, run the MLP on them, write the results into a zero
+    buffer by index and add it; the adapter on every token. It shares the
+    weights (and so the masks) of the DyT model it wraps.
+
+    Args:
+        dyt (DyTViT): A DyT model with ``dispatch='mlp'`` in eval mode.
+    """
+
+    def __init__(self, dyt: DyTViT):
+        super().__init__()
+        if dyt.dispatch != 'mlp':
+            raise ValueError('the reference gather is written for MLP '
+                             f"dispatch, got dispatch={dyt.dispatch!r}")
+        self.dyt = dyt
+
+    def forward(self, x: Tensor) -> Tensor:
+        dyt = self.dyt
+        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
+            x = x.transpose(1, 2).flatten(0, 1)
+        grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
+        x = dyt._pos_embed(dyt.patch_embed(x), grid)
+        for block in dyt.blocks:
+            x = x + block._attn_update(x)
+            mask = block._with_prefix(
+                block.mlp_dispatcher(x[:, block.num_prefix_tokens:]))
+            flat = x.flatten(0, 1)
+            index = mask.flatten().nonzero().squeeze(1)
+            update = torch.zeros_like(flat)
+            update[index] = block._mlp_update(flat[index])
+            x = (flat + update).view_as(x) + block.mlp_adapter(x)
+        return dyt.norm(x) if dyt.norm is not None else x
+
+
 @dataclass
 class BenchmarkModels:
-    """The three benchmarked backbones (eval mode, same weights)."""
+    """The benchmarked backbones (eval mode, same weights)."""
     dense: DenseViT
     adapter: DyTViT
     dyt: DyTViT
+    reference: ReferenceGatherDyT
+
+    @property
+    def dense_again(self) -> DenseViT:
+        """The dense model, timed a second time (noise control)."""
+        return self.dense
 
     def as_dict(self) -> Dict[str, nn.Module]:
         return {name: getattr(self, name) for name in MODEL_NAMES}
@@ -133,7 +188,46 @@ def build_benchmark_models(arch: str = 'base',
         raise RuntimeError(f'timm ViT and DyTViT weights differ: missing '
                            f'{missing[:5]}, unexpected {unexpected[:5]}')
     adapter.load_state_dict(dyt.state_dict(), strict=False)
-    return BenchmarkModels(DenseViT(vit), adapter, dyt)
+    return BenchmarkModels(DenseViT(vit), adapter, dyt,
+                           ReferenceGatherDyT(dyt).eval())
+
+
+def bootstrap_ratio(numerator: Sequence[float],
+                    denominator: Sequence[float],
+                    resamples: int = 2000,
+                    level: float = 0.95,
+                    seed: int = 0) -> Tuple[float, float, float]:
+    """``median(numerator) / median(denominator)`` of paired rounds, with a
+    bootstrap confidence interval over the rounds.
+
+    Round ``i`` timed both models (in a rotated order), so rounds are
+    resampled as pairs: a slow phase of the machine that hit both stays
+    paired.
+
+    Args:
+        numerator (Sequence[float]): Per-round times of one model.
+        denominator (Sequence[float]): The other model's, same rounds.
+        resamples (int): Bootstrap resamples. Defaults to 2000.
+        level (float): Confidence level. Defaults to 0.95.
+        seed (int): Seed of the resampling. Defaults to 0.
+
+    Returns:
+        tuple[float, float, float]: The ratio and the interval's bounds.
+    """
+    num = torch.tensor(numerator, dtype=torch.float64)
+    den = torch.tensor(denominator, dtype=torch.float64)
+    if num.shape != den.shape or num.numel() == 0:
+        raise ValueError('need the same, non-zero number of rounds')
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, num.numel(), (resamples, num.numel()),
+                          generator=generator)
+    ratios = num[picks].median(dim=1).values / den[picks].median(
+        dim=1).values
+    tail = (1 - level) / 2
+    low, high = torch.quantile(ratios, torch.tensor([tail, 1 - tail],
+                                                    dtype=torch.float64))
+    return (statistics.median(numerator) / statistics.median(denominator),
+            float(low), float(high))
 
 
 def _bias_for_rate(scores: Tensor, rate: float) -> float:
@@ -253,11 +347,14 @@ def benchmark_setting(models: BenchmarkModels,
 
     Returns:
         dict: ``setting, batch, rate`` (measured mean rate of DyT),
-        ``dense_ms, adapter_ms, dyt_ms`` (medians), ``speedup``
-        (dense / DyT time), ``flops_speedup`` (dense / DyT FLOPs at the
-        measured rates), ``efficiency`` (their ratio), ``dyt_overhead``
-        (DyT time over adapter-only time, minus 1) and the GFLOPs of one
-        sample per model.
+        ``<model>_ms`` (medians), ``speedup`` (dense / DyT time),
+        ``flops_speedup`` (dense / DyT FLOPs at the measured rates),
+        ``efficiency`` (their ratio), ``reference_speedup`` (dense /
+        reference-gather time), ``dyt_vs_reference`` (reference / DyT
+        time), ``adapter_vs_dense`` (adapter-only / dense time),
+        ``noise_control`` (dense timed twice), each ratio with a ``_ci``
+        interval where it matters, ``dyt_overhead`` (DyT over adapter-only
+        time, minus 1) and the GFLOPs of one sample per model.
     """
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, img_size, img_size) if num_frames is None else \
@@ -286,18 +383,32 @@ def benchmark_setting(models: BenchmarkModels,
         name: statistics.median(values)
         for name, values in times.items()
     }
-    speedup = ms['dense'] / ms['dyt']
     flops_speedup = gflops['dense'] / gflops['dyt']
+
+    def ratio(num: str, den: str, scale: float = 1.) -> dict:
+        value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
+        return dict(value=round(value * scale, 4),
+                    ci=[round(low * scale, 4), round(high * scale, 4)])
+
+    speedup = ratio('dense', 'dyt')
     row = dict(
         setting=setting,
         batch=batch,
         rate=round(measured, 4),
-        dense_ms=round(ms['dense'], 2),
-        adapter_ms=round(ms['adapter'], 2),
-        dyt_ms=round(ms['dyt'], 2),
-        speedup=round(speedup, 3),
-        flops_speedup=round(flops_speedup, 3),
-        efficiency=round(speedup / flops_speedup, 3),
+        **{f'{name}_ms': round(ms[name], 2)
+           for name in MODEL_NAMES},
+        speedup=speedup['value'],
+        speedup_ci=speedup['ci'],
+        flops_speedup=round(flops_speedup, 4),
+        efficiency=round(speedup['value'] / flops_speedup, 4),
+        efficiency_ci=[round(c / flops_speedup, 4) for c in speedup['ci']],
+        reference_speedup=ratio('dense', 'reference')['value'],
+        dyt_vs_reference=ratio('reference', 'dyt')['value'],
+        dyt_vs_reference_ci=ratio('reference', 'dyt')['ci'],
+        adapter_vs_dense=ratio('adapter', 'dense')['value'],
+        adapter_vs_dense_ci=ratio('adapter', 'dense')['ci'],
+        noise_control=ratio('dense_again', 'dense')['value'],
+        noise_control_ci=ratio('dense_again', 'dense')['ci'],
         dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
         dense_gflops=round(gflops['dense'], 6),
         adapter_gflops=round(gflops['adapter'], 6),
@@ -306,32 +417,45 @@ def benchmark_setting(models: BenchmarkModels,
         repeats=repeats,
         timer=timer)
     print_log(
-        f'{setting} batch {batch}: rate {measured:.3f}, dense '
-        f'{ms["dense"]:.1f} ms, adapter {ms["adapter"]:.1f} ms, DyT '
-        f'{ms["dyt"]:.1f} ms: speedup {speedup:.3f} (FLOPs bound '
-        f'{flops_speedup:.3f})',
+        f'{setting} batch {batch}, {row["threads"]} threads: rate '
+        f'{measured:.3f}, speedup {speedup["value"]:.3f} '
+        f'{speedup["ci"]} (FLOPs bound {flops_speedup:.3f}), vs the '
+        f'reference gather {row["dyt_vs_reference"]:.3f}',
         logger='current')
     return row
 
 
-#: Columns of :func:`format_markdown`.
-TABLE_COLUMNS = ('setting', 'batch', 'rate', 'dense_ms', 'adapter_ms',
-                 'dyt_ms', 'speedup', 'flops_speedup', 'efficiency',
-                 'dyt_overhead')
+#: Columns of :func:`format_markdown`: (header, row key, interval key).
+TABLE_COLUMNS = (
+    ('setting', 'setting', None),
+    ('threads', 'threads', None),
+    ('batch', 'batch', None),
+    ('rate', 'rate', None),
+    ('DyT speedup', 'speedup', 'speedup_ci'),
+    ('FLOPs bound', 'flops_speedup', None),
+    ('efficiency', 'efficiency', 'efficiency_ci'),
+    ('reference gather speedup', 'reference_speedup', None),
+    ('DyT vs reference', 'dyt_vs_reference', 'dyt_vs_reference_ci'),
+    ('adapter-only / dense time', 'adapter_vs_dense', 'adapter_vs_dense_ci'),
+    ('dense / dense (noise)', 'noise_control', 'noise_control_ci'),
+)
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
-    """A markdown table of benchmark rows."""
+    """A markdown table of benchmark rows; ratios with their 95%
+    bootstrap interval."""
     lines = [
-        '| ' + ' | '.join(TABLE_COLUMNS) + ' |',
+        '| ' + ' | '.join(header for header, _, _ in TABLE_COLUMNS) + ' |',
         '|---|' + '---:|' * (len(TABLE_COLUMNS) - 1),
     ]
     for row in rows:
         cells = []
-        for column in TABLE_COLUMNS:
-            value = row[column]
-            if column == 'dyt_overhead':
-                value = f'{100 * value:+.1f}%'
-            cells.append(str(value))
+        for _, key, interval in TABLE_COLUMNS:
+            value = row[key]
+            text = f'{value:.3f}' if isinstance(value, float) else str(value)
+            if interval:
+                low, high = row[interval]
+                text += f' [{low:.3f}, {high:.3f}]'
+            cells.append(text)
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
