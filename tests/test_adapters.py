@@ -80,3 +80,19 @@ def test_adapters_build_from_config():
 def test_adapter_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MoEAdapter(embed_dims=8, **kwargs)
+
+
+def test_fused_add_in_evaluation_equals_the_plain_sum():
+    adapter = Adapter(embed_dims=16, bottleneck=4).eval()
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.normal_()
+        x, residual = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+        fused = adapter.add_to(residual, x)
+        torch.testing.assert_close(fused, residual + adapter(x),
+                                   rtol=0, atol=1e-5)
+    assert fused.shape == residual.shape
+    adapter.train()  # training: dropout, the plain sum (same autograd)
+    x.requires_grad_(True)
+    adapter.add_to(residual, x).sum().backward()
+    assert x.grad is not None

@@ -69,6 +69,22 @@ class Adapter(BaseModule):
         """Return the adapter's update of tokens ``x`` (B, N, C)."""
         return self.up(self.dropout(F.relu(self.down(x)))) * self.scale
 
+    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+        """``residual + self(x)``: the adapter's update added to the
+        residual stream.
+
+        In evaluation (no dropout, no autocast) the up-projection, the
+        scale and the residual add are one ``addmm`` into the residual,
+        instead of a matmul and two more passes over the tokens.
+        """
+        if self.training or residual.dtype != x.dtype or \
+                torch.is_autocast_enabled(x.device.type):
+            return residual + self(x)
+        hidden = F.relu(self.down(x)).flatten(0, -2)
+        out = torch.addmm(residual.flatten(0, -2), hidden, self.up.weight.t(),
+                          alpha=self.scale)
+        return out.add_(self.up.bias, alpha=self.scale).view_as(residual)
+
 
 @register('MODELS')
 @suggest_unknown_arguments
@@ -120,6 +136,10 @@ class MoEAdapter(BaseModule):
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
         nn.init.trunc_normal_(self.router.weight, std=0.02)
         nn.init.zeros_(self.router.bias)
+
+    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+        """``residual + self(x)``."""
+        return residual + self(x)
 
     def routing_weights(self, x: Tensor) -> Tensor:
         """Return the per-sample expert weights ``alpha`` (B, num_experts)."""

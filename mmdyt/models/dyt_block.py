@@ -226,7 +226,7 @@ class DyTBlock(BaseModule):
                                        self._attn_bias(x))).to(x.dtype)
             out = x.flatten(0, 1).index_add(0, active_index(full),
                                             update).view_as(x)
-        return out + self.attn_adapter(x)
+        return self.attn_adapter.add_to(out, x)
 
     def _mlp_part(self, x: Tensor, complete: bool,
                   masks: List[Tensor]) -> Tensor:
@@ -245,7 +245,7 @@ class DyTBlock(BaseModule):
                 out = gathered_residual(x, self._with_prefix(mask),
                                         self._mlp_update)
         if self.mlp_adapter is not None:
-            out = out + self.mlp_adapter(x)
+            out = self.mlp_adapter.add_to(out, x)
         return out
 
     def _block_update(self, x: Tensor) -> Tensor:
@@ -266,7 +266,7 @@ class DyTBlock(BaseModule):
         else:
             index = active_index(mask)
             out = x.index_add(0, index, self._block_update(x[index]))
-        return out + self.layer_adapter(x)
+        return self.layer_adapter.add_to(out, x)
 
     def forward(self,
                 x: Tensor,
