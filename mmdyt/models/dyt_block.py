@@ -176,6 +176,13 @@ class DyTBlock(BaseModule):
     # under autocast the sub-layers compute in half precision while the
     # stream stays float32 (and the gathered path's ``index_add`` needs one
     # dtype). Without autocast ``.to`` returns its input.
+    def _attn_update(self, x: Tensor) -> Tensor:
+        return self.ls1(
+            self.attn(self.norm1(x), attn_mask=self._attn_bias(x))).to(x.dtype)
+
+    def _mlp_update(self, x: Tensor) -> Tensor:
+        return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
+
     def _attn_bias(self, x: Tensor) -> Optional[Tensor]:
         """The relative position bias (heads, N, N) for tokens ``x``, in the
         dtype the attention computes in; None without one."""
@@ -186,13 +193,6 @@ class DyTBlock(BaseModule):
         dtype = torch.get_autocast_dtype(device) \
             if torch.is_autocast_enabled(device) else x.dtype
         return self.rel_pos_bias().to(dtype)
-
-    def _attn_update(self, x: Tensor) -> Tensor:
-        return self.ls1(
-            self.attn(self.norm1(x), attn_mask=self._attn_bias(x))).to(x.dtype)
-
-    def _mlp_update(self, x: Tensor) -> Tensor:
-        return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
 
     def _decide(self, dispatcher: nn.Module, tokens: Tensor,
                 complete: bool) -> Tensor:

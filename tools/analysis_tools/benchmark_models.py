@@ -391,6 +391,9 @@ def benchmark_setting(models: BenchmarkModels,
                     ci=[round(low * scale, 4), round(high * scale, 4)])
 
     speedup = ratio('dense', 'dyt')
+    vs_reference = ratio('reference', 'dyt')
+    adapter = ratio('adapter', 'dense')
+    noise = ratio('dense_again', 'dense')
     row = dict(
         setting=setting,
         batch=batch,
@@ -403,12 +406,12 @@ def benchmark_setting(models: BenchmarkModels,
         efficiency=round(speedup['value'] / flops_speedup, 4),
         efficiency_ci=[round(c / flops_speedup, 4) for c in speedup['ci']],
         reference_speedup=ratio('dense', 'reference')['value'],
-        dyt_vs_reference=ratio('reference', 'dyt')['value'],
-        dyt_vs_reference_ci=ratio('reference', 'dyt')['ci'],
-        adapter_vs_dense=ratio('adapter', 'dense')['value'],
-        adapter_vs_dense_ci=ratio('adapter', 'dense')['ci'],
-        noise_control=ratio('dense_again', 'dense')['value'],
-        noise_control_ci=ratio('dense_again', 'dense')['ci'],
+        dyt_vs_reference=vs_reference['value'],
+        dyt_vs_reference_ci=vs_reference['ci'],
+        adapter_vs_dense=adapter['value'],
+        adapter_vs_dense_ci=adapter['ci'],
+        noise_control=noise['value'],
+        noise_control_ci=noise['ci'],
         dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
         dense_gflops=round(gflops['dense'], 6),
         adapter_gflops=round(gflops['adapter'], 6),

@@ -17,13 +17,8 @@ from torch import Tensor
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config file and apply ``--cfg-options``.
-
-    Raises:
-        FileNotFoundError: If the config does not exist.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path} does not exist')
+    """Read a config file (mmengine raises FileNotFoundError naming a
+    missing one) and apply ``--cfg-options``."""
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

@@ -92,16 +92,25 @@ def is_video(path: str) -> bool:
     return osp.isdir(path) or path.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def predicted_with_masks(model, backbone, predict) -> list:
+    """``predict()``'s data samples with their ``dispatch_masks``: DyT's
+    task models record them themselves when asked
+    (``return_dispatch_masks``); around any other task model with a DyTViT
+    (e.g. mmseg's ``EncoderDecoder``) :func:`predict_with_dispatch` does."""
+    if hasattr(model, 'return_dispatch_masks'):
+        model.return_dispatch_masks = True
+        return predict()
+    return predict_with_dispatch(backbone, predict, return_masks=True)
+
+
 def image_dispatch(model, backbone,
                    path: str) -> Tuple[np.ndarray, list, tuple]:
     """An image through mmseg's ``inference_model`` (the config's test
     pipeline and test mode): the RGB image the backbone saw and, per site,
     its dispatch map.
 
-    The masks come from the prediction's data sample
-    (:func:`~mmdyt.models.dispatch_record.predict_with_dispatch`, which
-    DyT's task models run when ``return_dispatch_masks`` is set; here
-    around any segmentor with a DyTViT). A whole-image test gives
+    The masks come from the prediction's data sample (see
+    :func:`predicted_with_masks`). A whole-image test gives
     one mask per site on the patch grid; a sliding-window test one per
     crop, shown as the fraction of the crops covering each pixel that
     computed it.
@@ -112,8 +121,8 @@ def image_dispatch(model, backbone,
     """
     import mmcv
     from mmseg.apis import inference_model
-    sample, = predict_with_dispatch(
-        backbone, lambda: [inference_model(model, path)], return_masks=True)
+    sample, = predicted_with_masks(model, backbone,
+                                   lambda: [inference_model(model, path)])
     masks = sample.dispatch_masks.float().numpy()  # rows, sites, tokens
     grid = sample.metainfo['dispatch_grid']
     patch = backbone.patch_size
@@ -175,10 +184,9 @@ def clip_dispatch(model, backbone, args) -> Tuple[list, np.ndarray, tuple]:
     inputs, images = clip_inputs(model, raw, size)
     inputs, images = pad_to_patches(inputs, images, backbone.patch_size)
     with torch.no_grad():  # (N, views, C, T, H, W): one view
-        sample, = predict_with_dispatch(
-            backbone,
-            lambda: model.predict(inputs[:, None], [ActionDataSample()]),
-            return_masks=True)
+        sample, = predicted_with_masks(
+            model, backbone,
+            lambda: model.predict(inputs[:, None], [ActionDataSample()]))
     masks = sample.dispatch_masks.float().numpy()  # frames, sites, tokens
     return images, masks, tuple(inputs.shape[1:])
 

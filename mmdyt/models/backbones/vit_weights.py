@@ -290,13 +290,6 @@ def resample_pos_embed(pos_embed: Tensor,
 
 
 # ------------------------------------------------------ loading a timm ViT
-def _own_weights(model: nn.Module) -> Dict[str, Tensor]:
-    """Every parameter and buffer of ``model``, frozen ones included, by
-    name (what ``state_dict()`` holds without ``save_trainable_only``)."""
-    return OrderedDict(
-        list(model.named_parameters()) + list(model.named_buffers()))
-
-
 def load_vit_checkpoint(model: nn.Module,
                         filename: str,
                         prefix: Optional[str] = None) -> None:
@@ -324,7 +317,7 @@ def load_vit_checkpoint(model: nn.Module,
         if not state_dict:
             raise ValueError(
                 f'checkpoint {filename} has no keys under prefix {prefix!r}')
-    own = _own_weights(model)
+    own = dict(model.named_parameters())  # frozen ones included
     pretrained = [k for k in own if not is_dyt_param(k)]
     if not set(pretrained) & set(state_dict):
         raise ValueError(
