@@ -40,7 +40,7 @@ import sys
 import pytest
 import torch
 
-from helpers import REPO_ROOT, run_tool_here, work_dir_log
+from helpers import REPO_ROOT, parse_metrics, run_tool_here, work_dir_log
 
 CONFIG = osp.join(REPO_ROOT, 'configs/demo/seg_demo.py')
 TESTS = osp.dirname(osp.abspath(__file__))
@@ -202,12 +202,6 @@ def test_replicas_stay_identical_with_gumbel_noise_and_rate_loss(gumbel_run):
         assert torch.equal(rank0['final'][key], rank1['final'][key]), key
 
 
-def _metrics(log):
-    summary = log[log.rindex('=== test results ==='):].splitlines()[1:]
-    return dict(line.split(': ', 1) for line in summary
-                if ': ' in line and ' ' not in line.split(':')[0])
-
-
 def test_dist_test_reports_what_one_process_reports(gumbel_run, tmp_path):
     work_dir, _, _ = gumbel_run
     config = osp.join(work_dir, 'cfg.py')
@@ -217,5 +211,5 @@ def test_dist_test_reports_what_one_process_reports(gumbel_run, tmp_path):
     single = run_tool_here('test.py', config, checkpoint, '--work-dir',
                            str(tmp_path / 'single'))
     assert dist.count('=== test results ===') == 1  # rank 0 prints
-    assert {k: float(v) for k, v in _metrics(dist).items()} == single
+    assert parse_metrics(dist) == single
     assert {'mIoU', 'act_rate'} <= set(single)

@@ -4,15 +4,13 @@ ends with the uninterrupted run's weights, bit for bit."""
 import os
 import os.path as osp
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import (REPO_ROOT, cfg_options, config_path, run_tool_here,
-                     seg_demo_env, tensors_equal)
+from helpers import (config_path, run_tool, run_tool_here, seg_demo_env,
+                     tensors_equal)
 
 CONFIG = config_path('demo/seg_demo.py')
 ITERS = 6
@@ -45,16 +43,13 @@ def killed_run(root, options, work_dir, **kill):
                                                       **kill)]
     config = str(root / f'kill_{osp.basename(work_dir)}.py')
     cfg.dump(config)
-    result = subprocess.run(
-        [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
-         '--work-dir', str(work_dir), '--no-validate',
-         *cfg_options(options)],
-        capture_output=True, text=True, cwd=REPO_ROOT,
+    return run_tool(
+        'train.py', config, '--work-dir', str(work_dir), '--no-validate',
+        options=options, check=False,
         # the thread count of this process, which trains the reference and
         # the resumed runs: the same float summation order
         env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
                  PYTHONPATH=osp.dirname(osp.abspath(__file__))))
-    return result
 
 
 def resume(work_dir, options):
@@ -68,7 +63,7 @@ def test_resume_after_a_kill_at_a_random_iteration(demo, tmp_path):
     iteration = random.Random().randint(3, ITERS - 1)
     work = tmp_path / 'killed'
     result = killed_run(root, options, work, iteration=iteration)
-    assert result.returncode == -9, (iteration, result.stderr[-3000:])
+    assert result.returncode == -9, (iteration, result.output[-3000:])
     assert not (work / f'iter_{ITERS}.pth').exists()
     final = resume(work, options)
     tensors_equal(final['state_dict'], reference['state_dict'])
@@ -79,7 +74,7 @@ def test_resume_after_a_kill_while_a_checkpoint_is_written(demo, tmp_path):
     root, options, reference = demo
     work = tmp_path / 'killed'
     result = killed_run(root, options, work, iteration=4, during_save=True)
-    assert result.returncode == -9, result.stderr[-3000:]
+    assert result.returncode == -9, result.output[-3000:]
     # the torn file is there, but last_checkpoint still names iter_2
     assert (work / 'iter_4.pth').exists()
     assert (work / 'last_checkpoint').read_text().endswith('iter_2.pth')
