@@ -9,7 +9,9 @@ problem is really present, acts only then, and logs once what it did:
    ``mmcv.ops`` at module level, so ``import mmseg.models`` fails. A stand-in
    ``mmcv._ext`` lets the import succeed; calling a compiled op raises a
    :class:`RuntimeError` naming the op and the remedy. Pure-PyTorch ops such as
-   ``point_sample`` keep working.
+   ``point_sample`` keep working, and the three ops Mask R-CNN needs (``nms``,
+   ``roi_align_forward``/``_backward``) are computed by ``torchvision.ops``
+   (:mod:`mmdyt.compat_ops`).
 2. The mmaction2 1.2.0 wheel lacks ``mmaction/models/localizers/drn``
    (upstream issue 2714), so ``import mmaction.models`` fails. Stand-in modules
    provide a ``DRN`` that raises a clear error when built.
@@ -78,12 +80,16 @@ def fix_mmcv_ext() -> bool:
     # A spec without a loader: `mmcv.utils.ext_loader.check_ops_exist()` and
     # `pkgutil.find_loader` keep reporting that the compiled ops are absent.
     module.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None)
+    from .compat_ops import OPS
+    for name, op in OPS.items():
+        setattr(module, name, op)
     sys.modules['mmcv._ext'] = module
     mmcv._ext = module
     print_log(
         'mmdyt.compat: mmcv has no compiled ops (mmcv-lite); installed a '
-        'stand-in `mmcv._ext` so that mmseg imports. Compiled ops raise a '
-        'RuntimeError if called; pure-PyTorch ops work.',
+        'stand-in `mmcv._ext` so that mmseg and mmdet import. '
+        f'{", ".join(sorted(OPS))} are computed by torchvision.ops; other '
+        'compiled ops raise a RuntimeError if called; pure-PyTorch ops work.',
         logger='current')
     return True
 

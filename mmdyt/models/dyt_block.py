@@ -13,6 +13,7 @@ from mmdyt.utils.args import suggest_unknown_arguments
 from .dispatcher import TokenDispatcher
 from .rel_pos_bias import RelativePositionBias
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
+from .window_attention import WindowAttention
 
 #: The dispatch sites of a block for each value of ``dispatch``, in the order
 #: their masks come (attention before MLP). This table is the one definition
@@ -47,6 +48,25 @@ def adapter_sites(dispatch: Optional[str]) -> Tuple[str, ...]:
     """Sites with an adapter: every dispatch site, the MLP for the
     adapter-only baseline."""
     return DISPATCH_SITES[dispatch] or ('mlp', )
+
+
+def check_grid_attention(dispatch: Optional[str], num_prefix_tokens: int,
+                         rel_pos_bias_grid: Optional[Tuple[int, int]]) -> None:
+    """Raise a ValueError if ViTDet attention (windows, decomposed relative
+    positions) cannot serve a block with these options."""
+    if num_prefix_tokens:
+        raise ValueError(
+            'windowed attention and use_rel_pos (ViTDet) work on the patch '
+            'grid and need a ViT without cls token (with_cls_token=False)')
+    if rel_pos_bias_grid is not None:
+        raise ValueError(
+            'use_rel_pos (ViTDet\'s decomposed relative positions) and '
+            'use_rel_pos_bias (BEiT\'s table) exclude each other')
+    if dispatch in ('attn', 'attn_mlp'):
+        raise ValueError(
+            f'dispatch={dispatch!r} skips attention queries, which ViTDet\'s '
+            "windowed attention does not support; use dispatch='mlp' or "
+            "'layer' (token dispatch at the MLP is DyT's default)")
 
 
 @suggest_unknown_arguments
@@ -99,6 +119,15 @@ class DyTBlock(BaseModule):
             relative position bias (:class:`RelativePositionBias`, zero at
             init, trainable) for this patch grid to the attention logits.
             Defaults to None (no bias).
+        window_size (int): ViTDet's windowed attention: attend inside
+            windows of this side (:class:`WindowAttention`); 0 for global
+            attention. Defaults to 0.
+        use_rel_pos (bool): ViTDet's decomposed relative position bias
+            (``attn.rel_pos_h``, ``attn.rel_pos_w``; zero at init, trainable).
+            Defaults to False.
+        rel_pos_input_size (tuple[int, int], optional): The patch grid the
+            relative position tables of a global block are made for.
+            Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -116,20 +145,40 @@ class DyTBlock(BaseModule):
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
                  rel_pos_bias_grid: Optional[Tuple[int, int]] = None,
+                 window_size: int = 0,
+                 use_rel_pos: bool = False,
+                 rel_pos_input_size: Optional[Tuple[int, int]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.dispatch = check_dispatch(dispatch)
         self.num_prefix_tokens = num_prefix_tokens
+        #: Whether attention is ViTDet's (windows and/or decomposed relative
+        #: positions over a patch grid, :class:`WindowAttention`).
+        self.grid_attention = bool(window_size or use_rel_pos)
+        if self.grid_attention:
+            check_grid_attention(dispatch, num_prefix_tokens,
+                                 rel_pos_bias_grid)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
         # the pre-trained ViT block, named as in timm
         self.norm1 = norm_layer(embed_dims)
-        self.attn = Attention(
-            embed_dims,
-            num_heads=num_heads,
-            qkv_bias=qkv_bias,
-            attn_drop=attn_drop_rate,
-            proj_drop=drop_rate)
+        if self.grid_attention:
+            self.attn = WindowAttention(
+                embed_dims,
+                num_heads=num_heads,
+                qkv_bias=qkv_bias,
+                attn_drop=attn_drop_rate,
+                proj_drop=drop_rate,
+                window_size=window_size,
+                use_rel_pos=use_rel_pos,
+                input_size=rel_pos_input_size)
+        else:
+            self.attn = Attention(
+                embed_dims,
+                num_heads=num_heads,
+                qkv_bias=qkv_bias,
+                attn_drop=attn_drop_rate,
+                proj_drop=drop_rate)
         self.rel_pos_bias = RelativePositionBias(
             rel_pos_bias_grid, num_heads, num_prefix_tokens) \
             if rel_pos_bias_grid is not None else None
@@ -176,7 +225,11 @@ class DyTBlock(BaseModule):
     # under autocast the sub-layers compute in half precision while the
     # stream stays float32 (and the gathered path's ``index_add`` needs one
     # dtype). Without autocast ``.to`` returns its input.
-    def _attn_update(self, x: Tensor) -> Tensor:
+    def _attn_update(self,
+                     x: Tensor,
+                     grid: Optional[Tuple[int, int]] = None) -> Tensor:
+        if self.grid_attention:
+            return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
         return self.ls1(
             self.attn(self.norm1(x), attn_mask=self._attn_bias(x))).to(x.dtype)
 
@@ -207,18 +260,19 @@ class DyTBlock(BaseModule):
         return torch.cat([prefix, mask], dim=1)
 
     # -------------------------------------------------------------- sub-layers
-    def _attn_part(self, x: Tensor, complete: bool,
-                   masks: List[Tensor]) -> Tensor:
+    def _attn_part(self, x: Tensor, complete: bool, masks: List[Tensor],
+                   grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.attn_dispatcher is None:
-            return x + self.drop_path1(self._attn_update(x))
+            return x + self.drop_path1(self._attn_update(x, grid))
         mask = self._decide(self.attn_dispatcher,
                             x[:, self.num_prefix_tokens:], complete)
         masks.append(mask)
         if complete:
-            out = x + self.drop_path1(self._attn_update(x))
+            out = x + self.drop_path1(self._attn_update(x, grid))
         elif self.training:
             out = x + self.drop_path1(
-                self._attn_update(x) * self._with_prefix(mask)[..., None])
+                self._attn_update(x, grid) *
+                self._with_prefix(mask)[..., None])
         else:
             full = self._with_prefix(mask)
             update = self.ls1(
@@ -248,29 +302,33 @@ class DyTBlock(BaseModule):
             out = self.mlp_adapter.add_to(out, x)
         return out
 
-    def _block_update(self, x: Tensor) -> Tensor:
+    def _block_update(self,
+                      x: Tensor,
+                      grid: Optional[Tuple[int, int]] = None) -> Tensor:
         """``Block(x) - x`` of the whole pre-trained block."""
-        attn = self.drop_path1(self._attn_update(x))
+        attn = self.drop_path1(self._attn_update(x, grid))
         return attn + self.drop_path2(self._mlp_update(x + attn))
 
-    def _layer_forward(self, x: Tensor, complete: bool,
-                       masks: List[Tensor]) -> Tensor:
+    def _layer_forward(self, x: Tensor, complete: bool, masks: List[Tensor],
+                       grid: Optional[Tuple[int, int]]) -> Tensor:
         summary = x[:, :1] if self.num_prefix_tokens else x.mean(
             dim=1, keepdim=True)
         mask = self._decide(self.layer_dispatcher, summary, complete)
         masks.append(mask)
         if complete:
-            out = x + self._block_update(x)
+            out = x + self._block_update(x, grid)
         elif self.training:
-            out = x + mask[..., None] * self._block_update(x)
+            out = x + mask[..., None] * self._block_update(x, grid)
         else:
             index = active_index(mask)
-            out = x.index_add(0, index, self._block_update(x[index]))
+            out = x.index_add(0, index, self._block_update(x[index], grid))
         return self.layer_adapter.add_to(out, x)
 
     def forward(self,
                 x: Tensor,
-                complete: bool = False) -> Tuple[Tensor, List[Tensor]]:
+                complete: bool = False,
+                grid: Optional[Tuple[int, int]] = None
+                ) -> Tuple[Tensor, List[Tensor]]:
         """Run the block.
 
         Args:
@@ -278,6 +336,9 @@ class DyTBlock(BaseModule):
             complete (bool): Run every token through every sub-layer (the
                 "complete" model of DyT's distillation); the dispatchers are
                 not called. Defaults to False.
+            grid (tuple[int, int], optional): The patch grid (rows, columns)
+                of the tokens; ViTDet attention (``window_size`` or
+                ``use_rel_pos``) needs it. Defaults to None.
 
         Returns:
             tuple[Tensor, list[Tensor]]: The output tokens (B, N, C) and the
@@ -287,7 +348,7 @@ class DyTBlock(BaseModule):
         """
         masks: List[Tensor] = []
         if self.dispatch == 'layer':
-            return self._layer_forward(x, complete, masks), masks
-        x = self._attn_part(x, complete, masks)
+            return self._layer_forward(x, complete, masks, grid), masks
+        x = self._attn_part(x, complete, masks, grid)
         x = self._mlp_part(x, complete, masks)
         return x, masks

@@ -16,7 +16,7 @@ from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
 from ..dispatcher import TokenDispatcher, mean_rate
 from ..dyt_block import DyTBlock, check_dispatch
-from .vit_weights import (is_dyt_param, keep_frozen_weights,
+from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
                           load_vit_checkpoint, resample_pos_embed,
                           strip_frozen_weights)
 
@@ -131,6 +131,19 @@ class DyTViT(BaseModule):
             zero at init, trainable like the adapters), as the authors'
             segmentation model has. Inputs must then have ``img_size``.
             Defaults to False.
+        window_size (int): ViTDet's windowed attention: every block not in
+            ``global_attn_indexes`` attends inside non-overlapping windows of
+            this many patches a side (the grid padded to a multiple of it,
+            no shift). 0 keeps global attention everywhere. Needs
+            ``with_cls_token=False``. Defaults to 0.
+        global_attn_indexes (Sequence[int]): Blocks with global attention
+            when ``window_size > 0``; ViTDet's ViT-B has ``(2, 5, 8, 11)``.
+            Defaults to ().
+        use_rel_pos (bool): ViTDet's decomposed relative position bias in
+            every block's attention (tables for the window, or for the patch
+            grid of ``img_size`` in global blocks; zero at init and
+            trainable like the adapters). Needs ``with_cls_token=False``.
+            Defaults to False.
         frozen (bool): Freeze every pre-trained parameter; adapters,
             dispatchers and relative position biases stay trainable.
             Defaults to True.
@@ -207,6 +220,9 @@ class DyTViT(BaseModule):
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
                  use_rel_pos_bias: bool = False,
+                 window_size: int = 0,
+                 global_attn_indexes: Sequence[int] = (),
+                 use_rel_pos: bool = False,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
                  check_finite: Optional[bool] = None,
@@ -231,6 +247,13 @@ class DyTViT(BaseModule):
         dispatch_layers = self._parse_indices(
             range(self.num_layers) if dispatch_layers is None else
             dispatch_layers, 'dispatch_layers')
+        global_attn_indexes = self._parse_indices(global_attn_indexes,
+                                                  'global_attn_indexes')
+        if global_attn_indexes and not window_size:
+            raise ValueError('global_attn_indexes needs window_size > 0 '
+                             '(without windows every block is global)')
+        self.window_size = window_size
+        self.use_rel_pos = use_rel_pos
         self.frozen = frozen
         self.final_norm = final_norm
         self.check_finite = check_finite
@@ -271,7 +294,11 @@ class DyTViT(BaseModule):
                 dispatcher_cfg=dispatcher_cfg,
                 adapter_cfg=adapter_cfg,
                 rel_pos_bias_grid=self.patch_grid if use_rel_pos_bias else
-                None) for i in range(self.num_layers)
+                None,
+                window_size=0 if i in global_attn_indexes else window_size,
+                use_rel_pos=use_rel_pos,
+                rel_pos_input_size=self.patch_grid)
+            for i in range(self.num_layers)
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None
@@ -357,6 +384,15 @@ class DyTViT(BaseModule):
                 f'cannot load a position embedding of shape '
                 f'{tuple(pos_embed.shape)} into {tuple(self.pos_embed.shape)}'
                 ': expected (1, prefix + side**2, embed_dims)')
+        if not self.num_prefix_tokens and has_cls_entry(pos_embed):
+            # a ViT pre-trained with a cls token, used without (ViTDet)
+            pos_embed = pos_embed[:, 1:]
+            print_log('Dropped the cls token\'s entry of the loaded '
+                      'pos_embed: this DyTViT has no cls token.',
+                      logger='current')
+            if pos_embed.shape == self.pos_embed.shape:
+                state_dict[name] = pos_embed
+                return
         state_dict[name] = resample_pos_embed(pos_embed, self.patch_grid,
                                               self.num_prefix_tokens)
         side = int(round((pos_embed.shape[1] - self.num_prefix_tokens)**0.5))
@@ -532,7 +568,7 @@ class DyTViT(BaseModule):
         masks: List[Tensor] = []
         outs = []
         for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
-            x, block_masks = block(x, complete=complete)
+            x, block_masks = block(x, complete=complete, grid=grid)
             masks.extend(block_masks)
             if i == self.num_layers - 1 and self.norm is not None:
                 x = self.norm(x)

@@ -46,7 +46,8 @@ STATE_DICT_KEYS = ('state_dict', 'model', 'module')
 BACKBONE_PREFIXES = ('backbone.', 'encoder.')
 #: Names of the parameters that DyT adds to a pre-trained ViT (dispatchers,
 #: adapters and the optional relative position biases): they train.
-DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.', 'rel_pos_bias.')
+DYT_PARAM_KEYWORDS = ('_dispatcher.', '_adapter.', 'rel_pos_bias.',
+                      'attn.rel_pos_')
 #: Relative tolerance of the base fingerprint (float64 sums of the same
 #: float32 weights differ only by summation order).
 FINGERPRINT_RTOL = 1e-6
@@ -287,6 +288,13 @@ def resample_pos_embed(pos_embed: Tensor,
     patches = grid.permute(0, 2, 3, 1).reshape(1, -1, channels).to(
         pos_embed.dtype)
     return torch.cat([prefix, patches], dim=1)
+
+
+def has_cls_entry(pos_embed: Tensor) -> bool:
+    """Whether a ``(1, L, C)`` position embedding is one entry longer than
+    a square patch grid: the cls token's entry first."""
+    num = pos_embed.shape[1]
+    return round(num**0.5)**2 != num and round((num - 1)**0.5)**2 == num - 1
 
 
 # ------------------------------------------------------ loading a timm ViT
