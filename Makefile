@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo demo-seg demo-video clean
+.PHONY: install test lint demo demo-seg demo-video demo-det clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ demo-seg: install
 
 demo-video: install
 	@$(PY) tools/demo/run_demo.py video
+
+demo-det: install
+	@$(PY) tools/demo/run_demo.py det
 
 clean:
 	rm -rf work_dirs data/demo

@@ -62,6 +62,10 @@ def _check_pool_mode(pool_mode: int) -> None:
 def _roi_align(input: Tensor, rois: Tensor, aligned_height: int,
                aligned_width: int, spatial_scale: float, sampling_ratio: int,
                aligned: bool) -> Tensor:
+    # torchvision's CPU kernel has no half-precision variant (autocast):
+    # compute in float32, the callers write back in their tensors' dtype
+    if input.device.type == 'cpu' and input.dtype != torch.float64:
+        input = input.float()
     return _torchvision_ops().roi_align(
         input,
         rois.to(input.dtype),
@@ -100,7 +104,7 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, argmax_y: Tensor,
         probe = grad_input.new_zeros(grad_input.shape, requires_grad=True)
         out = _roi_align(probe, rois, aligned_height, aligned_width,
                          spatial_scale, sampling_ratio, aligned)
-        grad, = torch.autograd.grad(out, probe, grad_output)
+        grad, = torch.autograd.grad(out, probe, grad_output.to(out.dtype))
     grad_input.add_(grad)
 
 

@@ -1,7 +1,7 @@
 """Registration of mmdyt's modules in the OpenMMLab libraries it extends.
 
 mmdyt has no registry of its own: each module is registered directly in the
-registries of the libraries it plugs into (mmseg, mmaction2), so that
+registries of the libraries it plugs into (mmseg, mmaction2, mmdet), so that
 ``type='DyTViT'`` works in any existing config of those libraries (with
 ``custom_imports=dict(imports=['mmdyt'])`` or after ``import mmdyt``).
 
@@ -25,6 +25,7 @@ from mmengine.registry import DefaultScope, Registry
 LIBRARIES: Dict[str, str] = {
     'mmseg': 'mmseg.registry',
     'mmaction': 'mmaction.registry',
+    'mmdet': 'mmdet.registry',
 }
 
 #: Registry kinds mmdyt registers into (names of the libraries' registries).

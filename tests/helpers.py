@@ -131,6 +131,35 @@ def seg_demo_env(root, training: int = 4, validation: int = 2) -> dict:
     return options
 
 
+def det_demo_env(root, train: int = 4, val: int = 2, size: int = 128) -> dict:
+    """Generate a small COCO-format detection dataset (``size`` x ``size``
+    images) and a random demo ViT checkpoint under ``root``; return the
+    ``--cfg-options`` that point ``configs/demo/det_demo.py`` (or a COCO
+    recipe) at them, with in-process data loading."""
+    from demo_vit import build_demo_vit
+    from det_demo_data import make_det_demo
+    data = str(root / 'det') + '/'
+    make_det_demo(data, splits=dict(train=train, val=val), size=size)
+    torch.manual_seed(0)
+    torch.save(build_demo_vit().state_dict(), root / 'vit.pth')
+    ann_file = 'annotations/instances_{}2017.json'
+    options = {
+        'model.backbone.init_cfg.checkpoint': str(root / 'vit.pth'),
+        'val_evaluator.ann_file': data + ann_file.format('val'),
+        'test_evaluator.ann_file': data + ann_file.format('val'),
+    }
+    for split in ('train', 'val', 'test'):
+        folder = 'train' if split == 'train' else 'val'
+        options.update({
+            f'{split}_dataloader.dataset.data_root': data,
+            f'{split}_dataloader.dataset.ann_file': ann_file.format(folder),
+            f'{split}_dataloader.dataset.data_prefix.img': f'{folder}2017/',
+            f'{split}_dataloader.num_workers': 0,
+            f'{split}_dataloader.persistent_workers': False,
+        })
+    return options
+
+
 def shrink_seg_recipe(cfg, size: int = 64, arch: dict = TINY_12,
                       channels: int = 16) -> None:
     """Make a ViT-B segmentation recipe tiny, in place, keeping its

@@ -266,3 +266,44 @@ def test_video_recognizer_report(tiny_video_head):
     assert report.inference_parts == ('cls_head', )
     assert report.parts['cls_head'] == 32 * 4  # the linear classifier
     assert report.whole('dyt') == report.whole('complete')  # no rates given
+
+
+def random_vitdet(dispatch='mlp', img_size=(40, 56)):
+    """A tiny ViTDet-style DyTViT: windows of 3 (a 5x7 grid, padded to
+    6x9), one global block, decomposed relative positions."""
+    return random_dyt(dispatch, img_size=img_size, with_cls_token=False,
+                      window_size=3, global_attn_indexes=(2, ),
+                      use_rel_pos=True)
+
+
+@pytest.mark.parametrize('dispatch', ['mlp', 'layer', None])
+def test_vitdet_attention_matches_counter(dispatch):
+    """Windows (with padding), the global block and the decomposed
+    relative positions are counted as the traced forward computes them."""
+    model = random_vitdet(dispatch)
+    inputs = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        model(inputs)
+    rates = [float(m.mean()) for m in model.dispatch_masks]
+    analytic = dyt_vit_flops(model, (40, 56), rates).total
+    # 1e-5: mmengine's einsum rule (numpy's einsum_path count, halved and
+    # floored) gives a few FLOPs more than the relative-position einsums'
+    # multiply-accumulates (6 of 2.4M here)
+    assert count_flops(model, inputs) == pytest.approx(analytic, rel=1e-5)
+    if dispatch is None:  # adapters cost a little more than the dense ViT
+        assert analytic > dyt_vit_flops(model, (40, 56), with_dyt=False).total
+
+
+def test_vitdet_b_backbone_and_simple_fpn_are_the_papers_554_86():
+    """The paper's Table 11: dense ViTDet-B + FPN at 1024x1024, 554.86 G
+    (multiply-accumulates, the qkv/proj of windowed blocks on the padded
+    70x70 grid)."""
+    from mmdyt.models import SimpleFPN
+    backbone = DyTViT(arch='base', img_size=1024, with_cls_token=False,
+                      window_size=14, global_attn_indexes=(2, 5, 8, 11),
+                      use_rel_pos=True)
+    dense = dyt_vit_flops(backbone, (1024, 1024), with_dyt=False).total
+    neck = count_flops(SimpleFPN(768).eval(),
+                       ((torch.randn(1, 768, 64, 64), ), ))
+    assert (dense + neck) / 1e9 == pytest.approx(554.86, rel=0.02)
+    assert (dense + neck) / 1e9 == pytest.approx(555.12, abs=0.01)

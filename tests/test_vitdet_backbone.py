@@ -193,3 +193,29 @@ def test_timm_checkpoint_with_cls_token_loads_without_it(tmp_path):
             1, -1, 192)
     torch.testing.assert_close(model.pos_embed.data, corner)
 
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """with_cp recomputes each block in the backward pass, replaying the
+    dispatchers' Gumbel noise: same outputs, masks and gradients."""
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = tiny_dyt_vit(img_size=48, with_cp=with_cp, **VITDET)
+        randomise_rel_pos(model)
+        model.train()
+        x = torch.randn(2, 3, 48, 48)
+        torch.manual_seed(1)
+        (out, ), masks = model.forward_with_masks(x)
+        (out.square().mean() + sum(m.mean() for m in masks)).backward()
+        results.append((out.detach(), [m.detach() for m in masks], {
+            n: p.grad.clone()
+            for n, p in model.named_parameters() if p.requires_grad
+        }))
+    (out, masks, grads), (out_cp, masks_cp, grads_cp) = results
+    torch.testing.assert_close(out_cp, out)
+    assert all(torch.equal(a, b) for a, b in zip(masks, masks_cp))
+    assert grads.keys() == grads_cp.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_cp[name], grads[name])
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if 'rel_pos' in n)

@@ -11,8 +11,10 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmdyt.registry import LIBRARIES
+
 #: Libraries whose configs mmdyt's tools run, by ``default_scope``.
-SUPPORTED_SCOPES = ('mmseg', 'mmaction')
+SUPPORTED_SCOPES = tuple(LIBRARIES)
 
 
 def load_config(path: str,
@@ -20,7 +22,8 @@ def load_config(path: str,
                 work_dir: Optional[str] = None) -> Config:
     """Read a config, apply ``--cfg-options`` and set ``work_dir``.
 
-    The config's ``default_scope`` (``'mmseg'`` or ``'mmaction'``) decides
+    The config's ``default_scope`` (``'mmseg'``, ``'mmaction'`` or
+    ``'mmdet'``) decides
     which library's registries build everything.
 
     Args:
@@ -43,7 +46,7 @@ def load_config(path: str,
         raise ValueError(
             f'{path}: default_scope is {scope!r}; mmdyt runs configs of '
             f"{SUPPORTED_SCOPES} (set default_scope = 'mmseg' for "
-            "segmentation, 'mmaction' for video)")
+            "segmentation, 'mmaction' for video, 'mmdet' for detection)")
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

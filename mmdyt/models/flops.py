@@ -11,7 +11,12 @@ them:
   weighted sum): one FLOP per multiply-accumulate, biases free;
 - LayerNorm: 5 FLOPs per element (fvcore's estimate for an affine norm);
 - activations, softmax, additions and the mask comparisons: free (so is a
-  relative position bias, a gathered table added to the attention logits).
+  BEiT relative position bias, a gathered table added to the attention
+  logits);
+- ViTDet's attention (windows, decomposed relative positions): the qkv and
+  output projections run on the grid padded to a multiple of the window,
+  attention inside each window; the decomposed bias costs its two einsums
+  (``q`` against the height and the width tables), as ViTDet computes it.
 
 Adapters, MoE routers (and their weight merging) and dispatchers are counted
 on the tokens they see. Only the tokens a DyT block really computes are
@@ -23,6 +28,7 @@ so the FLOPs at the mean activation rate over a set of inputs equal the mean
 of the per-input FLOPs: rates measured over a dataset give its mean FLOPs.
 A video clip costs its number of frames times the FLOPs of one frame.
 """
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -68,6 +74,25 @@ def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
                  experts * (bottleneck + channels))
         return 2 * num_tokens * channels * bottleneck + merge
     return 2 * num_tokens * channels * adapter.down.out_features
+
+
+def _grid_attention_flops(block: nn.Module, grid: Tuple[int, int],
+                          channels: int) -> float:
+    """FLOPs of a ViTDet attention (:class:`WindowAttention`) over a patch
+    grid, its norm excluded: projections on the (padded) windows, attention
+    inside them, and the decomposed relative position einsums."""
+    window = block.attn.window_size
+    if window:
+        padded = [math.ceil(side / window) * window for side in grid]
+        tokens = padded[0] * padded[1]
+        span, key_sides = window * window, (window, window)
+    else:
+        tokens = span = grid[0] * grid[1]
+        key_sides = grid
+    flops = 4 * tokens * channels * channels + 2 * tokens * span * channels
+    if block.attn.use_rel_pos:
+        flops += tokens * channels * sum(key_sides)
+    return flops
 
 
 def dyt_vit_flops(backbone: nn.Module,
@@ -118,10 +143,14 @@ def dyt_vit_flops(backbone: nn.Module,
     for index, block in enumerate(backbone.blocks[:last + 1]):
         queries = prefix + rate_of.get((index, 'attn'), 1.) * patches
         computed = prefix + rate_of.get((index, 'mlp'), 1.) * patches
-        attn = (2 * tokens * channels * channels  # keys and values
-                + 2 * queries * channels * channels  # queries, projection
-                + 2 * queries * tokens * channels  # scores, weighted sum
-                + tokens * norm)  # norm1: keys and values need every token
+        if getattr(block, 'grid_attention', False):  # ViTDet's
+            attn = _grid_attention_flops(block, grid,
+                                         channels) + tokens * norm
+        else:
+            attn = (2 * tokens * channels * channels  # keys and values
+                    + 2 * queries * channels * channels  # queries, proj
+                    + 2 * queries * tokens * channels  # scores, weighted sum
+                    + tokens * norm)  # norm1: keys and values: every token
         mlp = 2 * computed * channels * hidden + computed * norm
         flops = (attn + mlp) * rate_of.get((index, 'layer'), 1.)
         if with_dyt:

@@ -15,8 +15,9 @@ backbone are reported:
 The whole model at inference is the backbone plus the parts that run at
 test time: the neck and decode head of a segmentor (the auxiliary head only
 trains and is reported on its own row), or the neck and classification head
-of a recognizer. This is how the paper's Table 10 counts (UperNet ViT-B at
-512x512: 605 G).
+of a recognizer, the feature pyramid of a detector. This is how the paper's
+Tables 10 and 11 count (UperNet ViT-B at 512x512: 605 G; ViTDet-B backbone +
+FPN at 1024x1024: 554.86 G).
 """
 import json
 from dataclasses import asdict, dataclass, field
@@ -91,14 +92,17 @@ def measure_rates_on_random(backbone: nn.Module,
 
 def head_flops(model: nn.Module, inputs: torch.Tensor
                ) -> Tuple[Dict[str, float], Tuple[str, ...]]:
-    """FLOPs of the neck and heads of a segmentor or recognizer.
+    """FLOPs of the neck and heads of a segmentor, recognizer or detector
+    (only its neck: see below).
 
     The backbone's (complete) outputs on ``inputs`` feed the neck, whose
     outputs feed the heads; each part is traced and counted on its own.
 
     Args:
-        model (nn.Module): An mmseg segmentor (``decode_head``) or an
-            mmaction2 recognizer (``cls_head``), in eval mode.
+        model (nn.Module): An mmseg segmentor (``decode_head``), an
+            mmaction2 recognizer (``cls_head``) or an mmdet detector
+            (``rpn_head`` / ``roi_head``: its neck is counted, not its
+            heads), in eval mode.
         inputs (Tensor): One backbone input: (1, C, H, W) or
             (1, C, T, H, W).
 
@@ -108,7 +112,7 @@ def head_flops(model: nn.Module, inputs: torch.Tensor
         the parts that run at inference.
 
     Raises:
-        ValueError: If the model has neither a decode head nor a cls head.
+        ValueError: If the model has none of these heads.
     """
     parts: Dict[str, float] = {}
     with torch.no_grad():
@@ -131,11 +135,17 @@ def head_flops(model: nn.Module, inputs: torch.Tensor
     elif getattr(model, 'cls_head', None) is not None:
         parts['cls_head'] = count_flops(model.cls_head, (feats, ))
         inference = ('neck', 'cls_head')
+    elif getattr(model, 'rpn_head', None) is not None or \
+            getattr(model, 'roi_head', None) is not None:
+        # a detector: backbone + feature pyramid, as the paper's Table 11
+        # counts (the heads' cost depends on the number of proposals)
+        inference = ('neck', )
     else:
         raise ValueError(
-            f'{type(model).__name__} has neither a decode_head (mmseg '
-            'segmentor) nor a cls_head (mmaction2 recognizer); count the '
-            'backbone alone with mmdyt.models.flops.dyt_vit_flops')
+            f'{type(model).__name__} has no decode_head (mmseg segmentor), '
+            'cls_head (mmaction2 recognizer) or rpn_head/roi_head (mmdet '
+            'detector); count the backbone alone with '
+            'mmdyt.models.flops.dyt_vit_flops')
     return parts, tuple(p for p in inference if p in parts)
 
 
@@ -173,6 +183,14 @@ class ModelFlops:
             return None
         return sum(self.rates) / len(self.rates)
 
+    @property
+    def whole_name(self) -> str:
+        """What :meth:`whole` covers: the whole inference model, or the
+        backbone and neck of a detector (its heads are not counted)."""
+        if self.inference_parts == ('neck', ):
+            return 'backbone + neck'
+        return 'whole model'
+
     def whole(self, variant: str) -> float:
         """FLOPs of the whole model at inference with backbone ``variant``."""
         return self.backbone[variant] + sum(
@@ -183,7 +201,7 @@ class ModelFlops:
         rows = [('backbone', *(self.backbone[v] for v in VARIANTS))]
         for name in self.inference_parts:
             rows.append((name, *[self.parts[name]] * 3))
-        rows.append(('whole model', *(self.whole(v) for v in VARIANTS)))
+        rows.append((self.whole_name, *(self.whole(v) for v in VARIANTS)))
         for name, flops in self.parts.items():
             if name not in self.inference_parts:
                 rows.append((f'{name} (training only)', *[flops] * 3))

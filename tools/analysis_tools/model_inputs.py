@@ -1,8 +1,8 @@
 """A trained DyT model and its inputs, for the analysis tools.
 
 The model comes from the libraries' own inference APIs
-(``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``); clips are
-read, cropped and normalised here.
+(``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``,
+``mmdet.apis.init_detector``); clips are read, cropped and normalised here.
 """
 import os
 import os.path as osp
@@ -29,8 +29,8 @@ def init_task_model(cfg: Config,
                     checkpoint: Optional[str] = None,
                     device: str = 'cpu') -> nn.Module:
     """Build ``cfg.model`` for inference with its library's API:
-    ``mmseg.apis.init_model`` or ``mmaction.apis.init_recognizer``, by the
-    config's ``default_scope``.
+    ``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer`` or
+    ``mmdet.apis.init_detector``, by the config's ``default_scope``.
 
     SyncBN layers are reverted to BatchNorm (so that the model runs on a CPU
     and in one process). Without a checkpoint the weights are the random
@@ -46,9 +46,13 @@ def init_task_model(cfg: Config,
     Returns:
         nn.Module: The model in eval mode, with the config as ``model.cfg``.
     """
-    if cfg.get('default_scope') == 'mmaction':
+    scope = cfg.get('default_scope')
+    if scope == 'mmaction':
         from mmaction.apis import init_recognizer
         model = init_recognizer(cfg, checkpoint, device=device)
+    elif scope == 'mmdet':
+        from mmdet.apis import init_detector
+        model = init_detector(cfg, checkpoint, device=device)
     else:
         from mmseg.apis import init_model
         model = init_model(cfg, checkpoint, device=device)

@@ -8,6 +8,11 @@ table. Examples::
 
     python tools/demo/run_demo.py seg      # what `make demo` runs
     python tools/demo/run_demo.py video    # `make demo-video`
+    python tools/demo/run_demo.py det      # `make demo-det`
+
+The detection demo also evaluates the model before training (one step at
+learning rate 0: the pre-trained ViT and untrained heads), the baseline its
+COCO mAP is compared with.
 """
 import argparse
 import os
@@ -24,7 +29,15 @@ DEMOS = {
                 'seg_demo', metrics=('mIoU', 'aAcc')),
     'video': dict(config='configs/demo/video_demo.py', work_dir='work_dirs/'
                   'video_demo', metrics=('acc/top1', 'acc/mean1')),
+    'det': dict(config='configs/demo/det_demo.py', work_dir='work_dirs/'
+                'det_demo', metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50',
+                                     'coco/segm_mAP', 'coco/segm_mAP_50'),
+                baseline=True),
 }
+#: ``--cfg-options`` of the untrained baseline: one step at learning rate 0
+#: (nothing changes), then the config's evaluation.
+BASELINE_OPTIONS = ['train_cfg.max_iters=1', 'train_cfg.val_interval=1',
+                    'optim_wrapper.optimizer.lr=0', 'param_scheduler=[]']
 #: ``[k/N]`` progress and mmengine's ``eta: h:mm:ss`` in a tool's output.
 PROGRESS = re.compile(r'\[\s*(\d+)/(\d+)\]')
 ETA = re.compile(r'eta: (\d+:\d\d:\d\d)')
@@ -94,6 +107,13 @@ class Stage:
         return ''.join(lines)
 
 
+def val_summary(output: str) -> dict:
+    """The metrics of the last ``Iter(val)`` line a training run logs."""
+    line = [row for row in output.splitlines() if 'Iter(val)' in row][-1]
+    return {name: float(value) for name, value in
+            re.findall(r'(\S+): (-?[\d.]+)', line.split(']', 1)[1])}
+
+
 def test_summary(output: str) -> dict:
     """The metrics that ``tools/test.py`` prints at its end."""
     summary = output[output.rindex('=== test results ==='):].splitlines()
@@ -105,10 +125,25 @@ def test_summary(output: str) -> dict:
     return metrics
 
 
-def results_table(metrics: dict, names) -> str:
-    rows = [(name, f'{100 * metrics[name]:.1f}%' if name.startswith('acc/')
-             else f'{metrics[name]:.2f}') for name in names
-            if name in metrics]
+def format_metric(name: str, value: float) -> str:
+    if name.startswith('acc/'):
+        return f'{100 * value:.1f}%'
+    if 'mAP' in name:
+        return f'{value:.3f}'
+    return f'{value:.2f}'
+
+
+def results_table(metrics: dict, names, baseline: Optional[dict] = None
+                  ) -> str:
+    rows = []
+    for name in names:
+        if name not in metrics:
+            continue
+        value = format_metric(name, metrics[name])
+        if baseline and name in baseline:
+            value += (f' (untrained: '
+                      f'{format_metric(name, baseline[name])})')
+        rows.append((name, value))
     rate = metrics.get('act_rate')
     if rate is not None:
         rows.append(('activation rate (target 0.5)', f'{rate:.3f}'))
@@ -154,19 +189,29 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 '--work-dir', work_dir
             ]),
         ]
+        total = len(stages) + 1 + int(demo.get('baseline', False))
         for index, (title, command) in enumerate(stages, 1):
-            Stage(log, index, 4, title).run(command)
+            Stage(log, index, total, title).run(command)
         with open(osp.join(work_dir, 'last_checkpoint')) as file:
             checkpoint = file.read().strip()
-        output = Stage(log, 4, 4, 'evaluate it (tools/test.py)').run([
+        output = Stage(log, 4, total, 'evaluate it (tools/test.py)').run([
             python, osp.join(tools, 'test.py'), demo['config'], checkpoint,
             '--work-dir', osp.join(work_dir, 'test')
         ])
+        baseline = None
+        if demo.get('baseline'):
+            baseline = val_summary(Stage(
+                log, total, total, 'evaluate the model before training '
+                '(the untrained baseline)').run([
+                    python, osp.join(tools, 'train.py'), demo['config'],
+                    '--work-dir', osp.join(work_dir, 'untrained'),
+                    '--cfg-options', *BASELINE_OPTIONS
+                ]))
     metrics = test_summary(output)
     minutes, seconds = divmod(round(time.time() - start), 60)
     name = osp.relpath(checkpoint, REPO_ROOT)
     print(f'\n=== {args.demo} demo results ({name}) ===')
-    print(results_table(metrics, demo['metrics']))
+    print(results_table(metrics, demo['metrics'], baseline))
     print(f'\n{minutes} min {seconds} s in all')
     return metrics
 

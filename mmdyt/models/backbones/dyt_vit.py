@@ -9,6 +9,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from torch.utils.hooks import RemovableHandle
 
 from mmdyt.registry import LIBRARIES, library_registry, register
@@ -144,6 +145,11 @@ class DyTViT(BaseModule):
             grid of ``img_size`` in global blocks; zero at init and
             trainable like the adapters). Needs ``with_cls_token=False``.
             Defaults to False.
+        with_cp (bool): Activation checkpointing in training: each block's
+            activations are recomputed in the backward pass instead of kept
+            (the dispatchers' Gumbel noise is replayed), trading about one
+            more forward for memory, as mmseg's and mmdet's backbones offer.
+            Defaults to False.
         frozen (bool): Freeze every pre-trained parameter; adapters,
             dispatchers and relative position biases stay trainable.
             Defaults to True.
@@ -223,6 +229,7 @@ class DyTViT(BaseModule):
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
                  use_rel_pos: bool = False,
+                 with_cp: bool = False,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
                  check_finite: Optional[bool] = None,
@@ -254,6 +261,7 @@ class DyTViT(BaseModule):
                              '(without windows every block is global)')
         self.window_size = window_size
         self.use_rel_pos = use_rel_pos
+        self.with_cp = with_cp
         self.frozen = frozen
         self.final_norm = final_norm
         self.check_finite = check_finite
@@ -567,8 +575,14 @@ class DyTViT(BaseModule):
 
         masks: List[Tensor] = []
         outs = []
+        checkpointed = self.with_cp and self.training and \
+            torch.is_grad_enabled()
         for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
-            x, block_masks = block(x, complete=complete, grid=grid)
+            if checkpointed:
+                x, block_masks = checkpoint(block, x, complete, grid,
+                                            use_reentrant=False)
+            else:
+                x, block_masks = block(x, complete=complete, grid=grid)
             masks.extend(block_masks)
             if i == self.num_layers - 1 and self.norm is not None:
                 x = self.norm(x)

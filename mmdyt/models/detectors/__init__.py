@@ -1,0 +1,3 @@
+from .dyt_two_stage import DyTTwoStageDetector
+
+__all__ = ['DyTTwoStageDetector']
