@@ -2,7 +2,8 @@
 
 FLOPs are multiply-accumulates (fvcore / mmengine convention) of one sample
 (an image, or a clip of T frames), for the backbone and for the whole model
-at inference (backbone + neck + decode head, or + cls head); the auxiliary
+at inference (backbone + neck + decode head, or + cls head; backbone + neck
+for a detector, as the paper counts, beside its Table 11); the auxiliary
 head of a segmentor is listed on its own (it only trains). The backbone is
 counted analytically at the activation rate of each dispatcher measured on
 ``--num-samples`` inputs of the config's test dataset (random inputs if it
@@ -20,6 +21,8 @@ Examples::
         --json flops.json
     python tools/analysis_tools/get_flops.py \\
         configs/kinetics400/dyt_vitb_8x224.py --rate 0.5
+    python tools/analysis_tools/get_flops.py \\
+        configs/coco/dyt_vitb_mask-rcnn_1x.py --rate 0.5
 """
 import argparse
 import json
@@ -38,10 +41,23 @@ from model_inputs import clip_len_of, init_task_model, load_config
 #: Frames per clip when the config does not say.
 DEFAULT_NUM_FRAMES = 8
 
+#: The paper's GFLOPs for the models the COCO recipes build (Table 11:
+#: backbone + feature pyramid at 1024x1024), printed beside the report:
+#: config file name -> {the paper's row: GFLOPs}.
+PAPER_GFLOPS = {
+    'dyt_vitb_mask-rcnn_1x.py': {
+        'Full (dense ViTDet-B)': 554.86, 'DyT': 468.40},
+    'dyt_vitb_moe_mask-rcnn_1x.py': {
+        'Full (dense ViTDet-B)': 554.86, 'DyT-dagger (N=4)': 466.32},
+    'vitb_adapter_mask-rcnn_1x.py': {
+        'Full (dense ViTDet-B)': 554.86, 'AdaptFormer': 564.53},
+}
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='model config (mmseg or mmaction2)')
+    parser.add_argument('config',
+                        help='model config (mmseg, mmaction2 or mmdet)')
     parser.add_argument(
         '--checkpoint', help='trained model (default: random weights)')
     parser.add_argument(
@@ -170,11 +186,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if rates:
         print(format_rates(report.sites, rates))
     print('\n' + report.format_table())
+    paper = PAPER_GFLOPS.get(osp.basename(args.config))
+    if paper:
+        print('\nthe paper (Table 11, backbone + FPN GFLOPs): ' + ', '.join(
+            f'{row} {gflops:.2f}' for row, gflops in paper.items()))
     print('\nparameters (total / trainable):')
     for name, (total, trainable) in report.params.items():
         print(f'  {name}: {total / 1e6:.2f}M / {trainable / 1e6:.3f}M')
     result = dict(config=args.config, checkpoint=args.checkpoint,
                   **report.to_dict())
+    if paper:
+        result['paper_gflops'] = paper
     if args.json:
         with open(args.json, 'w') as file:
             json.dump(result, file, indent=2)
