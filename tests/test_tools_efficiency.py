@@ -13,7 +13,7 @@ from mmengine.config import Config
 from benchmark_models import (MODEL_NAMES, build_benchmark_models,
                               set_activation_rate)
 from dispatch_vis import PLOT_DPI, PLOT_SIZE, grid_size
-from helpers import (TINY, make_seg_data, make_video, save_model,
+from helpers import (TINY, TINY_12, make_seg_data, make_video, save_model,
                      write_seg_config, write_video_config)
 from mmdyt.models import DyTViT
 from mmdyt.models.flops import dyt_vit_flops
@@ -75,6 +75,25 @@ def test_get_flops_at_a_given_rate(tmp_path):
                  adapter_cfg=dict(type='Adapter', bottleneck=8))
     assert result['backbone']['dyt'] == dyt_vit_flops(
         vit, (64, 64), [0.5] * 4).total
+
+
+def test_get_flops_detector_counts_backbone_and_fpn():
+    """A detector: backbone + feature pyramid (the paper's Table 11
+    convention), the pyramid traced by mmengine's counter."""
+    from complexity import count_flops
+    from mmdyt.models import SimpleFPN
+    config = osp.join(osp.dirname(__file__), '..', 'configs', 'demo',
+                      'det_demo.py')
+    result = load_tool('get_flops').main([config, '--rate', '0.5'])
+    assert result['inference_parts'] == ['neck']
+    assert list(result['parts']) == ['neck']
+    neck = SimpleFPN(backbone_channel=128, out_channels=64).eval()
+    assert result['parts']['neck'] == count_flops(
+        neck, ((torch.randn(1, 128, 16, 16), ), ))
+    for variant in ('dense', 'complete', 'dyt'):
+        assert result['whole'][variant] == (result['backbone'][variant] +
+                                            result['parts']['neck'])
+    assert result['backbone']['dyt'] < result['backbone']['dense']
 
 
 def test_get_flops_dataset_inputs_raise_without_data(tmp_path):
@@ -205,6 +224,34 @@ def test_reference_gather_computes_what_dyt_computes(tiny_models):
         reference = models.reference(inputs)
     assert float(torch.stack([m.mean() for m in masks]).mean()) == 0.5
     torch.testing.assert_close(reference, dyt, atol=1e-5, rtol=0)
+
+
+def test_vitdet_benchmark_models_share_weights_with_timm_sam():
+    """The detection preset's models: timm's SAM blocks as the dense peer,
+    DyT and the reference gather in windowed and global blocks."""
+    models = build_benchmark_models(TINY_12, 96, patch_size=8, vitdet=True)
+    assert [b.attn.window_size for b in models.dyt.blocks] == [14, 14, 0] * 4
+    with torch.no_grad():
+        for name, param in models.dyt.named_parameters():
+            if 'rel_pos_' in name:  # dense and DyT read the same tables
+                param.normal_(0, 0.2)
+        models.dense.sam.load_state_dict({
+            k: v for k, v in models.dyt.state_dict().items()
+            if 'rel_pos' in k}, strict=False)
+    inputs = torch.randn(2, 3, 96, 96)  # a 12x12 grid: no padding to 14
+    with torch.no_grad():
+        dense = models.dense(inputs)
+        (complete, ) = models.dyt(inputs, complete=True)
+    torch.testing.assert_close(complete, dense, atol=1e-4, rtol=0)
+    set_activation_rate(models.dyt, inputs, 0.5)
+    with torch.inference_mode():
+        (dyt, ) = models.dyt(inputs)
+        reference = models.reference(inputs)
+    torch.testing.assert_close(reference, dyt, atol=1e-5, rtol=0)
+    tool = load_tool('benchmark')
+    setting = tool.resolve_setting(
+        tool.parse_args(['--preset', 'vitdet-b-1024']))
+    assert setting['vitdet'] and setting['img_size'] == 1024
 
 
 def test_bootstrap_ratio_interval():

@@ -14,6 +14,7 @@ Examples::
     python benchmark.py --preset vit-b-224 --json vit_b_224.json
     python benchmark.py --preset vit-b-512 --batch 2 --threads 2
     python benchmark.py --preset vit-b-224 --batch 8 --rate 1.0
+    python benchmark.py --preset vitdet-b-1024 --rate 0.5 --repeats 5
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
 """
 import argparse
@@ -116,7 +117,8 @@ def run(args: argparse.Namespace) -> List[dict]:
     the rows."""
     setting = resolve_setting(args)
     models = build_benchmark_models(
-        setting['arch'], setting['img_size'], seed=args.seed)
+        setting['arch'], setting['img_size'], seed=args.seed,
+        vitdet=setting.get('vitdet', False))
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)

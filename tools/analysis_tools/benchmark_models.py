@@ -35,6 +35,7 @@ the noise is.
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -55,7 +56,16 @@ PRESETS = {
                       batches=(1, 2)),
     'vit-b-video': dict(arch='base', img_size=224, num_frames=8,
                         batches=(1, 2)),
+    # the detection backbone: ViTDet-B at 1024 (windows of 14, global blocks
+    # 2, 5, 8, 11, decomposed relative positions, no cls token); the dense
+    # peer is timm's SAM ViT-B blocks, the same design
+    'vitdet-b-1024': dict(arch='base', img_size=1024, num_frames=None,
+                          batches=(1, ), vitdet=True),
 }
+
+#: DyTViT options of ViTDet's backbone (the ``vitdet`` presets).
+VITDET_OPTIONS = dict(with_cls_token=False, window_size=14,
+                      global_attn_indexes=(2, 5, 8, 11), use_rel_pos=True)
 
 #: Clocks :func:`time_interleaved` can use: wall time, or the CPU time of
 #: this process (all its threads), which other processes on a shared machine
@@ -86,6 +96,24 @@ class DenseViT(nn.Module):
         return self.vit.forward_features(x)
 
 
+class DenseSAM(nn.Module):
+    """The plain ViTDet backbone: the patch embedding, position embedding
+    and blocks of timm's SAM ViT (its neck left out), tokens out as
+    ``(N, H*W, C)``.
+
+    Args:
+        sam (nn.Module): A timm ``VisionTransformerSAM``.
+    """
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.sam.blocks(self.sam.patch_embed(x) + self.sam.pos_embed)
+        return x.flatten(1, 2)
+
+
 class ReferenceGatherDyT(nn.Module):
     """DyT's evaluation written the straightforward way: the peer mmdyt's
     gathered path is measured against.
@@ -114,7 +142,7 @@ class ReferenceGatherDyT(nn.Module):
         grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
         x = dyt._pos_embed(dyt.patch_embed(x), grid)
         for block in dyt.blocks:
-            x = x + block._attn_update(x)
+            x = x + block._attn_update(x, grid)
             mask = block._with_prefix(
                 block.mlp_dispatcher(x[:, block.num_prefix_tokens:]))
             flat = x.flatten(0, 1)
@@ -128,7 +156,7 @@ class ReferenceGatherDyT(nn.Module):
 @dataclass
 class BenchmarkModels:
     """The benchmarked backbones (eval mode, same weights)."""
-    dense: DenseViT
+    dense: nn.Module
     adapter: DyTViT
     dyt: DyTViT
     reference: ReferenceGatherDyT
@@ -146,7 +174,8 @@ def build_benchmark_models(arch: str = 'base',
                            img_size: int = 224,
                            patch_size: int = 16,
                            adapter_cfg: Optional[dict] = None,
-                           seed: int = 0) -> BenchmarkModels:
+                           seed: int = 0,
+                           vitdet: bool = False) -> BenchmarkModels:
     """Build the dense ViT, the adapter-only and the DyT backbone.
 
     Args:
@@ -157,22 +186,44 @@ def build_benchmark_models(arch: str = 'base',
         adapter_cfg (dict, optional): Adapter config of the DyT models.
             Defaults to None (``Adapter``, bottleneck 64).
         seed (int): Seed of the random weights. Defaults to 0.
+        vitdet (bool): ViTDet's backbone (:data:`VITDET_OPTIONS`, no final
+            norm), with timm's SAM ViT as the dense model. Defaults to False.
     """
-    from timm.models.vision_transformer import VisionTransformer
     torch.manual_seed(seed)
     common = dict(
         arch=arch,
         img_size=img_size,
         patch_size=patch_size,
         out_type='raw',
-        final_norm=True,
-        adapter_cfg=adapter_cfg)
+        final_norm=not vitdet,
+        adapter_cfg=adapter_cfg,
+        **(VITDET_OPTIONS if vitdet else {}))
     dyt = DyTViT(dispatch='mlp', **common).eval()
     adapter = DyTViT(dispatch=None, **common).eval()
+    if vitdet:
+        dense = _dense_sam(dyt)
+    else:
+        dense = _dense_vit(dyt)
+    adapter.load_state_dict(dyt.state_dict(), strict=False)
+    return BenchmarkModels(dense, adapter, dyt,
+                           ReferenceGatherDyT(dyt).eval())
+
+
+def _check_shared(missing: List[str], unexpected: List[str]) -> None:
+    if unexpected or any('_adapter.' not in k and '_dispatcher.' not in k
+                         for k in missing):
+        raise RuntimeError(f'timm ViT and DyTViT weights differ: missing '
+                           f'{missing[:5]}, unexpected {unexpected[:5]}')
+
+
+def _dense_vit(dyt: DyTViT) -> DenseViT:
+    """A timm ViT whose weights ``dyt`` loads (DyTViT uses timm's
+    parameter names: the same pre-trained weights in every model)."""
+    from timm.models.vision_transformer import VisionTransformer
     settings = dyt.arch_settings
     vit = VisionTransformer(
-        img_size=img_size,
-        patch_size=patch_size,
+        img_size=dyt.img_size,
+        patch_size=dyt.patch_size,
         embed_dim=settings['embed_dims'],
         depth=settings['num_layers'],
         num_heads=settings['num_heads'],
@@ -180,16 +231,33 @@ def build_benchmark_models(arch: str = 'base',
         qkv_bias=True,
         num_classes=0,
         global_pool='').eval()
-    # DyTViT uses timm's parameter names: the same pre-trained weights
-    # everywhere, and the DyT model's adapters in the adapter-only one
-    missing, unexpected = dyt.load_state_dict(vit.state_dict(), strict=False)
-    if unexpected or any('_adapter.' not in k and '_dispatcher.' not in k
-                         for k in missing):
-        raise RuntimeError(f'timm ViT and DyTViT weights differ: missing '
-                           f'{missing[:5]}, unexpected {unexpected[:5]}')
-    adapter.load_state_dict(dyt.state_dict(), strict=False)
-    return BenchmarkModels(DenseViT(vit), adapter, dyt,
-                           ReferenceGatherDyT(dyt).eval())
+    _check_shared(*dyt.load_state_dict(vit.state_dict(), strict=False))
+    return DenseViT(vit)
+
+
+def _dense_sam(dyt: DyTViT) -> DenseSAM:
+    """timm's SAM ViT with ``dyt``'s ViTDet blocks and weights (its
+    LayerNorms at DyTViT's eps; its neck is not run)."""
+    from timm.models.vision_transformer_sam import VisionTransformerSAM
+    settings = dyt.arch_settings
+    sam = VisionTransformerSAM(
+        img_size=dyt.img_size,
+        patch_size=dyt.patch_size,
+        embed_dim=settings['embed_dims'],
+        depth=settings['num_layers'],
+        num_heads=settings['num_heads'],
+        mlp_ratio=settings['feedforward_channels'] / settings['embed_dims'],
+        use_rel_pos=True,
+        window_size=dyt.window_size,
+        global_attn_indexes=tuple(
+            i for i, b in enumerate(dyt.blocks) if not b.attn.window_size),
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=0).eval()
+    state = {k: v for k, v in sam.state_dict().items()
+             if k.startswith(('blocks.', 'patch_embed.'))}
+    state['pos_embed'] = sam.pos_embed.flatten(1, 2)
+    _check_shared(*dyt.load_state_dict(state, strict=False))
+    return DenseSAM(sam)
 
 
 def bootstrap_ratio(numerator: Sequence[float],
