@@ -216,9 +216,9 @@ def test_simple_fpn_levels_are_vitdet_s():
     x = torch.randn(2, 32, 6, 6)
     with torch.no_grad():
         outs = neck((x, ))
-    assert [tuple(o.shape) for o in outs] == [(2, 8, 24, 24), (2, 8, 12, 12),
-                                             (2, 8, 6, 6), (2, 8, 3, 3),
-                                             (2, 8, 2, 2)]
+    assert [tuple(o.shape) for o in outs] == [
+        (2, 8, 24, 24), (2, 8, 12, 12), (2, 8, 6, 6), (2, 8, 3, 3),
+        (2, 8, 2, 2)]
     # the 1x level is the 1x1 conv + LN and 3x3 conv + LN of the map
     stage = neck.stages[2]
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""mmdyt modules are visible from mmseg's and mmaction2's own registries."""
+"""mmdyt modules are visible from mmseg's, mmdet's and mmaction2's own
+registries."""
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,7 @@ import pytest
 from helpers import REPO_ROOT
 
 
-@pytest.mark.parametrize('scope', ['mmseg', 'mmaction'])
+@pytest.mark.parametrize('scope', ['mmseg', 'mmaction', 'mmdet'])
 def test_custom_imports_builds_through_library_registry(tmp_path, scope):
     config = tmp_path / 'cfg.py'
     config.write_text(
@@ -35,11 +36,12 @@ def test_custom_imports_builds_through_library_registry(tmp_path, scope):
     assert 'mmdyt.models.backbones.dyt_vit DyTViT' in result.stdout
 
 
-def test_registered_in_both_libraries():
+def test_registered_in_every_library():
     from mmaction.registry import MODELS as ACTION
+    from mmdet.registry import MODELS as DET
     from mmseg.registry import MODELS as SEG
-    for name in ('DyTViT', 'Adapter', 'MoEAdapter'):
-        assert SEG.get(name) is ACTION.get(name) is not None
+    for name in ('DyTViT', 'Adapter', 'MoEAdapter', 'LN2d'):
+        assert SEG.get(name) is ACTION.get(name) is DET.get(name) is not None
 
 
 def test_only_what_configs_build_is_registered():
@@ -71,6 +73,10 @@ def test_task_models_only_in_their_library():
     assert 'DyTEncoderDecoder' not in ACTION.module_dict
     assert {'DyTRecognizer3D', 'AttentivePoolHead'} <= set(ACTION.module_dict)
     assert 'DyTRecognizer3D' not in SEG.module_dict
+    from mmdet.registry import MODELS as DET
+    assert {'DyTTwoStageDetector', 'SimpleFPN'} <= set(DET.module_dict)
+    assert not {'DyTTwoStageDetector', 'SimpleFPN'} & (
+        set(SEG.module_dict) | set(ACTION.module_dict))
 
 
 def test_unknown_scope_or_kind_is_named():

@@ -194,7 +194,6 @@ def test_timm_checkpoint_with_cls_token_loads_without_it(tmp_path):
     torch.testing.assert_close(model.pos_embed.data, corner)
 
 
-
 def test_activation_checkpointing_gives_the_same_gradients():
     """with_cp recomputes each block in the backward pass, replaying the
     dispatchers' Gumbel noise: same outputs, masks and gradients."""

@@ -128,4 +128,3 @@ class SimpleFPN(BaseModule):
         if self.num_outs > len(outs):
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return tuple(outs)
-
