@@ -129,7 +129,7 @@ val_evaluator = dict(
     metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
-max_iters = 400
+max_iters = 300
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999),
