@@ -155,6 +155,44 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
             row['dense_gflops'] / row['dyt_gflops'], rel=0.01)
 
 
+def test_benchmark_whole_segmentor(tmp_path, restore_threads):
+    """--config: the whole segmentor with DyT, adapter-only and dense
+    backbones, same weights; FLOPs ratios from the whole-model report."""
+    from benchmark_whole import build_whole_models
+    config = write_seg_config(str(tmp_path))
+    out = str(tmp_path / 'whole.json')
+    rows = load_tool('benchmark').main([
+        '--config', config, '--rate', '0.5', '--batch', '2', '--warmup',
+        '0', '--repeats', '3', '--threads', '1', '--json', out])
+    assert rows == json.load(open(out))
+    row, = rows
+    assert row['parts'] == 'backbone + neck + decode_head'
+    assert row['rate'] == pytest.approx(0.5, abs=0.02)
+    assert row['dense_gflops'] < row['adapter_gflops']
+    assert row['dyt_gflops'] < row['adapter_gflops']
+    assert row['flops_saved'] == pytest.approx(
+        1 - row['dyt_gflops'] / row['adapter_gflops'], abs=1e-3)
+    low, high = row['dyt_vs_adapter_ci']
+    assert low <= row['dyt_vs_adapter'] <= high
+    # the twins: one set of weights, three backbones
+    models = build_whole_models(Config.fromfile(config))
+    inputs = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        adapter = models.adapter(inputs, mode='tensor')
+        complete_backbone = models.dyt.backbone(inputs, complete=True)
+        complete = models.dyt.decode_head(models.dyt.neck(complete_backbone))
+        dense = models.dense(inputs, mode='tensor')
+    torch.testing.assert_close(adapter, complete, atol=1e-5, rtol=0)
+    assert not torch.allclose(dense, adapter)  # adapters removed
+    assert all(b.mlp_adapter is None for b in models.dense.backbone.blocks)
+
+
+def test_benchmark_whole_refuses_other_libraries(tmp_path):
+    config = write_video_config(str(tmp_path))
+    with pytest.raises(ValueError, match='mmseg segmentors'):
+        load_tool('benchmark').main(['--config', config])
+
+
 def test_benchmark_target_rate_and_video(tmp_path, restore_threads):
     rows = load_tool('benchmark').main([
         '--arch', 'tiny', '--img-size', '32', '--num-frames', '2', '--batch',

@@ -16,9 +16,12 @@ Examples::
     python benchmark.py --preset vit-b-224 --batch 8 --rate 1.0
     python benchmark.py --preset vitdet-b-1024 --rate 0.5 --repeats 5
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
+    python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
+        --rate 0.5 --batch 1   # the whole segmentor (benchmark_whole.py)
 """
 import argparse
 import json
+import os.path as osp
 from typing import List, Optional
 
 import torch
@@ -26,6 +29,9 @@ import torch
 import mmdyt  # noqa: F401  (compat fixes, registration)
 from benchmark_models import (PRESETS, benchmark_setting,
                               build_benchmark_models, format_markdown)
+from benchmark_whole import (benchmark_whole, build_whole_models,
+                             format_whole_markdown)
+from model_inputs import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -35,6 +41,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=sorted(PRESETS),
         help='a named setting (default: vit-b-224 unless '
         '--arch is given)')
+    parser.add_argument(
+        '--config',
+        help='time the whole model of this mmseg config (backbone + neck + '
+        'decode head) with DyT, adapter-only and dense backbones, at its '
+        "backbone's img_size (or --img-size) instead of a preset")
     parser.add_argument(
         '--arch', help="ViT size instead of the preset's: tiny, small, base, "
         'large')
@@ -112,9 +123,46 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         torch.set_num_threads(threads)
 
 
+def run_whole(args: argparse.Namespace) -> List[dict]:
+    """Benchmark the whole model of ``args.config`` at every thread count
+    and batch size; returns the rows."""
+    cfg = load_config(args.config)
+    models = build_whole_models(cfg)
+    size = cfg.model.backbone.img_size
+    size = (args.img_size, ) * 2 if args.img_size else (
+        (size, size) if isinstance(size, int) else tuple(size))
+    name = osp.splitext(osp.basename(args.config))[0]
+    rows = []
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        for batch in args.batch or [1]:
+            rows.append(
+                benchmark_whole(
+                    models, name, batch, size,
+                    rate=0.5 if args.rate is None else args.rate,
+                    warmup=args.warmup, repeats=args.repeats,
+                    timer=args.timer, seed=args.seed))
+    print(f'\ntorch {torch.__version__}; whole model ({rows[0]["parts"]}), '
+          f'median {args.timer} time of {args.repeats} interleaved rounds, '
+          'ratios with 95% bootstrap intervals\n')
+    print(format_whole_markdown(rows))
+    return rows
+
+
 def run(args: argparse.Namespace) -> List[dict]:
-    """Benchmark the setting of ``args`` at every thread count; returns
-    the rows."""
+    """Benchmark the whole model of ``--config`` or the backbone setting
+    of ``args``; write ``--json``; returns the rows."""
+    rows = run_whole(args) if args.config else run_backbones(args)
+    if args.json:
+        with open(args.json, 'w') as file:
+            json.dump(rows, file, indent=2)
+        print(f'\nwrote {args.json}')
+    return rows
+
+
+def run_backbones(args: argparse.Namespace) -> List[dict]:
+    """Benchmark the backbone setting of ``args`` at every thread count;
+    returns the rows."""
     setting = resolve_setting(args)
     models = build_benchmark_models(
         setting['arch'], setting['img_size'], seed=args.seed,
@@ -139,10 +187,6 @@ def run(args: argparse.Namespace) -> List[dict]:
           f'{args.repeats} interleaved rounds, ratios with 95% bootstrap '
           'intervals\n')
     print(format_markdown(rows))
-    if args.json:
-        with open(args.json, 'w') as file:
-            json.dump(rows, file, indent=2)
-        print(f'\nwrote {args.json}')
     return rows
 
 
