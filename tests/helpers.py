@@ -177,9 +177,13 @@ def shrink_seg_recipe(cfg, size: int = 64, arch: dict = TINY_12,
     model.data_preprocessor.size = (size, size)
     if model.get('neck') and 'embed_dim' in model.neck:
         model.neck.embed_dim = dims
-    model.decode_head.update(
-        in_channels=[dims] * len(model.decode_head.in_channels),
-        channels=channels)
+    head = model.decode_head
+    if 'embed_dims' in head:  # Segmenter's mask transformer: one map
+        head.update(in_channels=dims, channels=dims, embed_dims=dims,
+                    num_heads=2)
+    else:
+        head.update(in_channels=[dims] * len(head.in_channels),
+                    channels=channels)
     if model.get('auxiliary_head'):
         model.auxiliary_head.update(in_channels=dims, channels=channels)
     if model.test_cfg.get('mode') == 'slide':

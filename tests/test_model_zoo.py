@@ -42,7 +42,12 @@ def test_listed_recipe_builds_with_the_stated_parameters(model):
     cfg.model.backbone.init_cfg = None  # nothing to download
     init_default_scope(cfg.default_scope)
     registry = library_registry(cfg.default_scope, 'MODELS')
-    with torch.device('meta'):  # the real size, no memory, no init time
+    try:
+        with torch.device('meta'):  # the real size, no memory, no init time
+            built = registry.build(cfg.model)
+    except RuntimeError as error:  # e.g. a head calling .item() at init
+        if 'meta' not in str(error):
+            raise
         built = registry.build(cfg.model)
     assert type(built).__name__ == cfg.model.type
     params = list(built.parameters())

@@ -150,3 +150,18 @@ def test_bias_under_autocast(dispatch):
             train_out = model.train()(x)[0]
     assert out.dtype == train_out.dtype == torch.float32
     assert (out - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_bias_is_kept_without_gradients_until_the_table_changes():
+    bias = RelativePositionBias((3, 3), num_heads=2)
+    with torch.no_grad():
+        bias.relative_position_bias_table.normal_()
+        first = bias()
+        assert bias() is first and first.is_contiguous()
+        bias.relative_position_bias_table.add_(1.)  # e.g. an optimiser step
+        second = bias()
+    assert second is not first
+    torch.testing.assert_close(second, first + 1.)
+    trained = bias()  # with gradients: computed, differentiable
+    assert trained.requires_grad and trained is not second
+    torch.testing.assert_close(trained, second)

@@ -149,7 +149,10 @@ def test_rate_loss_uses_the_dynamic_masks_whatever_the_teacher_does():
 
 @pytest.mark.parametrize('config', [
     'configs/ade20k/dyt_vitb_moe.py', 'configs/ade20k/vitb_adapter.py',
-    'configs/coco_stuff164k/dyt_vitb.py', 'configs/demo/seg_demo_adapter.py'
+    'configs/coco_stuff164k/dyt_vitb.py', 'configs/demo/seg_demo_adapter.py',
+    'configs/ade20k/dyt_vitb_segmenter.py',
+    'configs/ade20k/vitb_adapter_segmenter.py',
+    'configs/demo/seg_demo_segmenter.py'
 ])
 def test_other_recipes_build(config):
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))

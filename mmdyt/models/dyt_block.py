@@ -230,8 +230,13 @@ class DyTBlock(BaseModule):
                      grid: Optional[Tuple[int, int]] = None) -> Tensor:
         if self.grid_attention:
             return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
+        bias = self._attn_bias(x)
+        # a 4-D (1, heads, N, N) mask: PyTorch's fused CPU attention takes
+        # it, a 3-D one sends SDPA to its 4x slower unfused kernel
         return self.ls1(
-            self.attn(self.norm1(x), attn_mask=self._attn_bias(x))).to(x.dtype)
+            self.attn(self.norm1(x),
+                      attn_mask=None if bias is None else bias[None])).to(
+                          x.dtype)
 
     def _mlp_update(self, x: Tensor) -> Tensor:
         return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)

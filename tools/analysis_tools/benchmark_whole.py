@@ -150,7 +150,7 @@ def benchmark_whole(models: WholeModels,
         speedup_ci=speedup['ci'],
         noise_control=noise['value'],
         noise_control_ci=noise['ci'],
-        **{f'{name}_gflops': round(value, 3)
+        **{f'{name}_gflops': round(value, 6)
            for name, value in gflops.items()},
         flops_dyt_vs_adapter=round(gflops['adapter'] / gflops['dyt'], 4),
         latency_saved=round(1 - 1 / vs_adapter['value'], 4),
