@@ -512,17 +512,25 @@ TABLE_COLUMNS = (
 )
 
 
-def format_markdown(rows: Sequence[dict]) -> str:
+def format_markdown(rows: Sequence[dict],
+                    columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
     """A markdown table of benchmark rows; ratios with their 95%
-    bootstrap interval."""
+    bootstrap interval.
+
+    Args:
+        rows (Sequence[dict]): The rows.
+        columns (Sequence[tuple]): ``(header, key, interval key)`` per
+            column; ``key`` may be a function of the row giving its cell.
+            Defaults to :data:`TABLE_COLUMNS`.
+    """
     lines = [
-        '| ' + ' | '.join(header for header, _, _ in TABLE_COLUMNS) + ' |',
-        '|---|' + '---:|' * (len(TABLE_COLUMNS) - 1),
+        '| ' + ' | '.join(header for header, _, _ in columns) + ' |',
+        '|---|' + '---:|' * (len(columns) - 1),
     ]
     for row in rows:
         cells = []
-        for _, key, interval in TABLE_COLUMNS:
-            value = row[key]
+        for _, key, interval in columns:
+            value = key(row) if callable(key) else row[key]
             text = f'{value:.3f}' if isinstance(value, float) else str(value)
             if interval:
                 low, high = row[interval]

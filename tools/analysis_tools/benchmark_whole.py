@@ -17,14 +17,14 @@ measured rates; neck and heads counted by mmengine's counter).
 import copy
 import statistics
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from benchmark_models import bootstrap_ratio, set_activation_rate, \
-    time_interleaved
+from benchmark_models import (bootstrap_ratio, format_markdown,
+                              set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatcher import mean_rate
 from model_flops import model_flops_report
@@ -159,13 +159,15 @@ def benchmark_whole(models: WholeModels,
         repeats=repeats)
 
 
-#: Columns of :func:`format_whole_markdown`: header, key, interval key.
+#: Columns of :func:`format_whole_markdown` (``format_markdown``'s format).
 WHOLE_COLUMNS = (
     ('setting', 'setting', None),
     ('batch', 'batch', None),
     ('threads', 'threads', None),
     ('rate', 'rate', None),
-    ('GFLOPs adapter-only → DyT', None, None),
+    ('GFLOPs adapter-only → DyT',
+     lambda row: f"{row['adapter_gflops']:.2f} → {row['dyt_gflops']:.2f}",
+     None),
     ('FLOPs saved', 'flops_saved', None),
     ('adapter-only / DyT time', 'dyt_vs_adapter', 'dyt_vs_adapter_ci'),
     ('latency saved', 'latency_saved', None),
@@ -176,22 +178,4 @@ WHOLE_COLUMNS = (
 
 def format_whole_markdown(rows: Sequence[dict]) -> str:
     """A markdown table of whole-model rows, with 95% intervals."""
-    lines = [
-        '| ' + ' | '.join(header for header, _, _ in WHOLE_COLUMNS) + ' |',
-        '|---|' + '---:|' * (len(WHOLE_COLUMNS) - 1),
-    ]
-    for row in rows:
-        cells: List[str] = []
-        for header, key, interval in WHOLE_COLUMNS:
-            if key is None:
-                cells.append(f"{row['adapter_gflops']:.2f} → "
-                             f"{row['dyt_gflops']:.2f}")
-                continue
-            value = row[key]
-            text = f'{value:.3f}' if isinstance(value, float) else str(value)
-            if interval:
-                low, high = row[interval]
-                text += f' [{low:.3f}, {high:.3f}]'
-            cells.append(text)
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    return format_markdown(rows, WHOLE_COLUMNS)
