@@ -345,3 +345,18 @@ def save_model(model: torch.nn.Module, path: str) -> str:
     with ``meta``, which ``mmseg.apis.init_model`` reads)."""
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
     return path
+
+
+def train_and_test_step(model, data, test_data=None, lr: float = 1e-3):
+    """One ``train_step`` (AdamW on the trainable parameters) on ``data``,
+    then one ``test_step`` on ``test_data`` (default: ``data``); returns
+    the logged losses and the predictions."""
+    from mmengine.optim import OptimWrapper
+    optim = OptimWrapper(torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr))
+    model.train()
+    log_vars = model.train_step(data, optim)
+    model.eval()
+    with torch.no_grad():
+        predictions = model.test_step(test_data or data)
+    return log_vars, predictions

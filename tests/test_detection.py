@@ -9,11 +9,10 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
-from helpers import REPO_ROOT, det_demo_env
+from helpers import REPO_ROOT, det_demo_env, train_and_test_step
 from mmdyt.models import LN2d, SimpleFPN
 
 RECIPE = osp.join(REPO_ROOT, 'configs/coco/dyt_vitb_mask-rcnn_1x.py')
@@ -46,17 +45,6 @@ def det_batch(size, num_classes, batch=2, seed=0):
             masks=BitmapMasks(masks, *size))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
-
-
-def train_and_test_step(model, data, test_data=None):
-    optim = OptimWrapper(torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-4))
-    model.train()
-    log_vars = model.train_step(data, optim)
-    model.eval()
-    with torch.no_grad():
-        predictions = model.test_step(test_data or data)
-    return log_vars, predictions
 
 
 def test_coco_recipe_is_vitdet_b_mask_rcnn_at_1024():
@@ -110,7 +98,7 @@ def test_coco_recipe_trains_and_tests_on_cpu(tmp_path, timm_vit_b):
     ]
     train, test = ([dataset[i] for i in range(2)] for dataset in datasets)
     log_vars, predictions = train_and_test_step(
-        model, pseudo_collate(train), pseudo_collate(test))
+        model, pseudo_collate(train), pseudo_collate(test), lr=1e-4)
     assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
             'loss_mask', 'loss_rate'} <= set(log_vars)
     assert all(np.isfinite(float(v)) for v in log_vars.values())
@@ -154,7 +142,7 @@ model = dict(
     assert cfg.model.roi_head.bbox_head.type == 'Shared2FCBBoxHead'  # kept
     model = build_detector(cfg)
     log_vars, predictions = train_and_test_step(
-        model, det_batch((128, 128), num_classes=80))
+        model, det_batch((128, 128), num_classes=80), lr=1e-4)
     assert {'loss_rpn_cls', 'loss_bbox', 'loss_mask',
             'loss_rate'} <= set(log_vars)
     assert 0 < log_vars['act_rate'] < 1  # untrained: some tokens skipped

@@ -5,12 +5,11 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
-from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from helpers import REPO_ROOT, shrink_seg_recipe
+from helpers import REPO_ROOT, shrink_seg_recipe, train_and_test_step
 
 
 def build_segmentor(cfg: Config, size=None):
@@ -36,17 +35,6 @@ def seg_batch(size, num_classes, batch=2):
             dict(img_shape=size, ori_shape=size, pad_shape=size))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
-
-
-def train_and_test_step(model, data, test_data=None):
-    optim = OptimWrapper(torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-3))
-    model.train()
-    log_vars = model.train_step(data, optim)
-    model.eval()
-    with torch.no_grad():
-        predictions = model.test_step(test_data or data)
-    return log_vars, predictions
 
 
 def test_swap_into_mmseg_vit_config(tmp_path):

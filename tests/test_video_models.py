@@ -5,10 +5,9 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, train_and_test_step
 
 TINY_ARCH = dict(
     embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
@@ -32,18 +31,6 @@ def video_batch(shape, num_classes, batch=1):
             ActionDataSample().set_gt_label(i % num_classes)
             for i in range(batch)
         ])
-
-
-def train_and_test_step(model, train_data, test_data):
-    optim = OptimWrapper(
-        torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=1e-3))
-    model.train()
-    log_vars = model.train_step(train_data, optim)
-    model.eval()
-    with torch.no_grad():
-        predictions = model.test_step(test_data)
-    return log_vars, predictions
 
 
 def tiny_model_cfg(**dyt_loss):
