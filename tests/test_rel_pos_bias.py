@@ -165,3 +165,13 @@ def test_bias_is_kept_without_gradients_until_the_table_changes():
     trained = bias()  # with gradients: computed, differentiable
     assert trained.requires_grad and trained is not second
     torch.testing.assert_close(trained, second)
+
+
+def test_kept_bias_follows_the_dtype_asked_for():
+    bias = RelativePositionBias((3, 3), num_heads=2)
+    with torch.no_grad():
+        bias.relative_position_bias_table.normal_()
+        full = bias()
+        half = bias(torch.bfloat16)
+        assert half.dtype == torch.bfloat16 and bias(torch.bfloat16) is half
+    torch.testing.assert_close(half.float(), full, atol=1e-2, rtol=1e-2)

@@ -250,7 +250,7 @@ class DyTBlock(BaseModule):
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) \
             if torch.is_autocast_enabled(device) else x.dtype
-        return self.rel_pos_bias().to(dtype)
+        return self.rel_pos_bias(dtype)
 
     def _decide(self, dispatcher: nn.Module, tokens: Tensor,
                 complete: bool) -> Tensor:

@@ -1,5 +1,5 @@
 """BEiT-style relative position bias for a ViT block's attention."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -86,21 +86,27 @@ class RelativePositionBias(BaseModule):
         #: ``(key, bias)`` of the last bias computed without gradients.
         self._cache = None
 
-    def forward(self) -> Tensor:
-        """The bias ``(heads, N, N)``.
+    def forward(self, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """The bias ``(heads, N, N)``, in ``dtype`` (default: the table's).
 
         Without gradients (evaluation, inference) the bias is a constant of
-        the table, so it is gathered once and kept, contiguous, until the
-        table changes (an optimiser step, a loaded checkpoint) or moves; this
-        costs ``heads * N * N`` floats per block (50 MB at 512x512 for
-        ViT-B) and saves a gather of that size per block and forward.
+        the table, so it is gathered (and cast) once and kept, contiguous,
+        until the table changes (an optimiser step, a loaded checkpoint),
+        moves or is asked for in another dtype; this costs ``heads * N * N``
+        values per block (50 MB in float32 at 512x512 for ViT-B) and saves a
+        gather of that size per block and forward.
+
+        Args:
+            dtype (torch.dtype, optional): The dtype the attention computes
+                in (e.g. under autocast). Defaults to None.
         """
         table = self.relative_position_bias_table
+        dtype = dtype or table.dtype
         if torch.is_grad_enabled() and table.requires_grad:
-            return self._gather()
-        key = (table._version, table.device, table.dtype, table.data_ptr())
+            return self._gather().to(dtype)
+        key = (table._version, table.device, table.data_ptr(), dtype)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._gather().contiguous())
+            self._cache = (key, self._gather().to(dtype).contiguous())
         return self._cache[1]
 
     def _gather(self) -> Tensor:
