@@ -236,3 +236,11 @@ def test_ln2d_normalises_channels():
 def test_simple_fpn_bad_options_are_named(options, message):
     with pytest.raises((ValueError, KeyError), match=message):
         SimpleFPN(backbone_channel=32, **options)
+
+
+def test_dispatch_masks_can_be_asked_for_in_test_cfg():
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/demo/det_demo.py'))
+    cfg.model.backbone.init_cfg = None
+    assert not build_detector(cfg).return_dispatch_masks
+    cfg.model.test_cfg.return_dispatch_masks = True
+    assert build_detector(cfg).return_dispatch_masks

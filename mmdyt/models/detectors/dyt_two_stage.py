@@ -2,7 +2,6 @@
 from typing import List, Optional
 
 from mmdet.models.detectors import TwoStageDetector
-from mmengine.config import ConfigDict
 from mmdet.structures import SampleList
 from torch import Tensor
 
@@ -44,9 +43,7 @@ class DyTTwoStageDetector(TwoStageDetector):
     """
 
     def __init__(self, dyt_loss: Optional[dict] = None, **kwargs):
-        test_cfg = ConfigDict(kwargs.pop('test_cfg', None) or {})
-        return_masks = bool(test_cfg.pop('return_dispatch_masks', False))
-        super().__init__(test_cfg=test_cfg, **kwargs)
+        super().__init__(**kwargs)
         self.dyt_loss = build_dyt_loss(
             type(self).__name__, self.backbone, dyt_loss)
         if self.dyt_loss.distill:
@@ -55,8 +52,10 @@ class DyTTwoStageDetector(TwoStageDetector):
                 'dyt_loss.distill=False (the paper trains detection with '
                 'the rate loss only)')
         self.with_dispatch = bool(self.backbone.dispatch_sites)
-        #: Whether predictions carry their per-block dispatch masks.
-        self.return_dispatch_masks = return_masks
+        #: Whether predictions carry their per-block dispatch masks (mmdet
+        #: reads only ``test_cfg.rpn`` and ``test_cfg.rcnn``).
+        self.return_dispatch_masks = bool(
+            (self.test_cfg or {}).get('return_dispatch_masks', False))
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> dict:
