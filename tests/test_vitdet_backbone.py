@@ -135,6 +135,12 @@ def test_windows_are_independent():
     assert differs[2:, 2:].all() and differs.sum() == 4
 
 
+def test_an_empty_batch_passes_through():
+    """Layer dispatch may skip every sample of a block."""
+    attn = WindowAttention(16, 2, window_size=2, use_rel_pos=True)
+    assert attn(torch.randn(0, 16, 16), (4, 4)).shape == (0, 16, 16)
+
+
 def test_rel_pos_tables_are_zero_at_init_and_sized_for_the_grid():
     attn = WindowAttention(8, 1, use_rel_pos=True, input_size=(4, 4))
     assert attn.rel_pos_h.shape == attn.rel_pos_w.shape == (7, 8)

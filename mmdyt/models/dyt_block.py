@@ -326,12 +326,7 @@ class DyTBlock(BaseModule):
             out = x + mask[..., None] * self._block_update(x, grid)
         else:
             index = active_index(mask)
-            computed = x[index]
-            # no sample computed: nothing to add (ViTDet attention cannot
-            # take an empty batch)
-            update = self._block_update(computed, grid) \
-                if index.numel() else computed
-            out = x.index_add(0, index, update)
+            out = x.index_add(0, index, self._block_update(x[index], grid))
         return self.layer_adapter.add_to(out, x)
 
     def forward(self,

@@ -86,6 +86,8 @@ class WindowAttention(SAMAttention):
                 f'WindowAttention got {num_tokens} tokens for a patch grid '
                 f'{grid}: ViTDet attention needs the grid of the patch '
                 'tokens and no prefix (cls) token')
+        if not batch:  # e.g. layer dispatch skipped every sample
+            return x
         x = x.reshape(batch, grid[0], grid[1], channels)
         if self.window_size:
             x, padded = window_partition(x, self.window_size)
