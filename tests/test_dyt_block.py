@@ -189,3 +189,23 @@ def test_sites_table_is_the_one_definition():
 def test_unknown_dispatch():
     with pytest.raises(ValueError, match=r"dispatch must be one of .*'mlp'"):
         DyTBlock(embed_dims=C, num_heads=HEADS, dispatch='token')
+
+
+@pytest.mark.parametrize('rate', [0.5, 1.0])
+def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
+    from mmdyt.models.sparse_ops import gathered_residual
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    mask = (torch.rand(2, 6) < rate).float()
+    residual = torch.randn(2, 6, 4)
+    expected = residual + mask[..., None] * torch.tanh(x)
+    storage = residual.data_ptr()
+    out = gathered_residual(x, mask, torch.tanh, residual=residual)
+    torch.testing.assert_close(out, expected)
+    assert out.data_ptr() == storage  # no new (B, N, C) buffer
+    torch.testing.assert_close(residual, expected)
+    x_before = x.clone()
+    torch.testing.assert_close(
+        gathered_residual(x, mask, torch.tanh),
+        x_before + mask[..., None] * torch.tanh(x_before))
+    torch.testing.assert_close(x, x_before)  # x is left alone

@@ -231,12 +231,15 @@ class DyTBlock(BaseModule):
         if self.grid_attention:
             return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
         bias = self._attn_bias(x)
-        # a 4-D (1, heads, N, N) mask: PyTorch's fused CPU attention takes
-        # it, a 3-D one sends SDPA to its 4x slower unfused kernel
-        return self.ls1(
-            self.attn(self.norm1(x),
-                      attn_mask=None if bias is None else bias[None])).to(
-                          x.dtype)
+        if bias is not None:
+            # a 4-D (1, heads, N, N) mask: PyTorch's fused CPU attention
+            # takes it, a 3-D one sends SDPA to its 4x slower unfused kernel
+            bias = bias[None]
+            if torch.compiler.is_compiling():
+                # the batch may be a data-dependent size (layer dispatch),
+                # which a graph cannot broadcast against 1 without a guard
+                bias = bias.expand(x.shape[0], -1, -1, -1)
+        return self.ls1(self.attn(self.norm1(x), attn_mask=bias)).to(x.dtype)
 
     def _mlp_update(self, x: Tensor) -> Tensor:
         return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
@@ -301,8 +304,12 @@ class DyTBlock(BaseModule):
                 out = x + self.drop_path2(
                     self._mlp_update(x) * self._with_prefix(mask)[..., None])
             else:
-                out = gathered_residual(x, self._with_prefix(mask),
-                                        self._mlp_update)
+                # the adapter's update of every token is a fresh tensor the
+                # MLP updates of the active tokens are added into: no copy
+                # of the stream for the scatter
+                return gathered_residual(
+                    x, self._with_prefix(mask), self._mlp_update,
+                    residual=self.mlp_adapter.add_to(x, x))
         if self.mlp_adapter is not None:
             out = self.mlp_adapter.add_to(out, x)
         return out

@@ -102,7 +102,9 @@ class RelativePositionBias(BaseModule):
         """
         table = self.relative_position_bias_table
         dtype = dtype or table.dtype
-        if torch.is_grad_enabled() and table.requires_grad:
+        # a compiled graph gathers it itself (its constants are its own)
+        if torch.is_grad_enabled() and table.requires_grad or \
+                torch.compiler.is_compiling():
             return self._gather().to(dtype)
         key = (table._version, table.device, table.data_ptr(), dtype)
         if self._cache is None or self._cache[0] != key:

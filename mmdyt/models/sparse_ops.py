@@ -17,10 +17,12 @@ def active_index(mask: Tensor) -> Tensor:
     return mask.flatten().nonzero().squeeze(1)
 
 
-def gathered_residual(x: Tensor, mask: Tensor,
-                      fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """Compute ``x + mask * fn(x)`` running the token-wise ``fn`` on active
-    tokens only.
+def gathered_residual(x: Tensor,
+                      mask: Tensor,
+                      fn: Callable[[Tensor], Tensor],
+                      residual: Optional[Tensor] = None) -> Tensor:
+    """Compute ``residual + mask * fn(x)`` running the token-wise ``fn`` on
+    active tokens only.
 
     The batch is flattened to ``(B*N, C)`` so that images with different
     numbers of active tokens need no padding. When every token is active,
@@ -30,12 +32,28 @@ def gathered_residual(x: Tensor, mask: Tensor,
         x (Tensor): Tokens (B, N, C).
         mask (Tensor): Activation mask (B, N), non-zero for active tokens.
         fn (Callable): A token-wise function ``(M, C) -> (M, C)``.
+        residual (Tensor, optional): The tensor (B, N, C) the update is
+            added to, in place: a fresh tensor the caller owns, such as
+            ``x`` plus another update, so that no copy of ``x`` is made.
+            Defaults to None: ``x`` itself, out of place.
+
+    Returns:
+        Tensor: ``residual + mask * fn(x)``, (B, N, C).
     """
     flat = x.flatten(0, 1)
     index = active_index(mask)
-    if index.numel() == flat.shape[0]:
-        return (flat + fn(flat)).view_as(x)
-    return flat.index_add(0, index, fn(flat[index])).view_as(x)
+    # (a shortcut of eager mode: a compiled graph cannot branch on the
+    # number of active tokens, and the scatter is right for any number)
+    all_active = not torch.compiler.is_compiling() and \
+        index.numel() == flat.shape[0]
+    if residual is None:
+        if all_active:
+            return (flat + fn(flat)).view_as(x)
+        return flat.index_add(0, index, fn(flat[index])).view_as(x)
+    out = residual.flatten(0, 1)
+    if all_active:
+        return out.add_(fn(flat)).view_as(x)
+    return out.index_add_(0, index, fn(flat[index])).view_as(x)
 
 
 def query_subset_attention(attn: Attention,
@@ -71,7 +89,9 @@ def query_subset_attention(attn: Attention,
 
     active = mask.bool()
     counts = active.sum(dim=1)
-    width = int(counts.max()) if batch else 0
+    # at least one query row: an empty one would leave nothing to compute,
+    # and a compiled graph cannot branch on it (sym_max is max in eager)
+    width = torch.sym_max(int(counts.max()), 1) if batch else 0
     # active tokens first, in their original order
     order = torch.sort((~active).to(torch.uint8), dim=1,
                        stable=True).indices[:, :width]
