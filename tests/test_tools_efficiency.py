@@ -140,11 +140,12 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
     for row in rows:
         assert row['setting'] == 'vit-tiny-32'
         for key in ('rate', 'dense_ms', 'dense_again_ms', 'adapter_ms',
-                    'dyt_ms', 'reference_ms', 'speedup', 'flops_speedup',
-                    'dyt_vs_reference', 'noise_control'):
+                    'dyt_ms', 'reference_ms', 'ideal_ms', 'speedup',
+                    'flops_speedup', 'dyt_vs_reference', 'noise_control',
+                    'ideal_speedup', 'dyt_vs_ideal'):
             assert key in row and row[key] > 0, key
         for key in ('speedup', 'efficiency', 'dyt_vs_reference',
-                    'adapter_vs_dense', 'noise_control'):
+                    'adapter_vs_dense', 'noise_control', 'dyt_vs_ideal'):
             low, high = row[f'{key}_ci']
             assert low <= row[key] <= high, key
         assert 0 < row['rate'] < 1
@@ -262,6 +263,61 @@ def test_reference_gather_computes_what_dyt_computes(tiny_models):
         reference = models.reference(inputs)
     assert float(torch.stack([m.mean() for m in masks]).mean()) == 0.5
     torch.testing.assert_close(reference, dyt, atol=1e-5, rtol=0)
+
+
+def _mlp_rows(model, blocks, inputs):
+    """The number of tokens each block's MLP computes in one forward."""
+    rows = []
+    handles = [
+        block.mlp.register_forward_hook(
+            lambda m, args, out: rows.append(args[0].shape[:-1].numel()))
+        for block in blocks
+    ]
+    with torch.inference_mode():
+        model(inputs)
+    for handle in handles:
+        handle.remove()
+    return rows
+
+
+def test_ideal_slice_computes_as_many_tokens_as_dyt(tiny_models):
+    """The ideal peer does DyT's work (per block, the MLP on as many tokens
+    as DyT activates) without scoring or gathering."""
+    from benchmark_peers import IdealSliceDyT
+    models = tiny_models
+    ideal = IdealSliceDyT(models.dyt)
+    inputs = torch.randn(3, 3, 64, 64)
+    with pytest.raises(RuntimeError, match='set_active'):
+        ideal(inputs)
+    set_activation_rate(models.dyt, inputs, 0.3)
+    with torch.inference_mode():
+        masks = models.dyt.forward_with_masks(inputs)[1]
+    ideal.set_active(masks)
+    want = _mlp_rows(models.dyt, models.dyt.blocks, inputs)
+    assert want == [round(0.3 * 3 * 64) + 3] * len(masks)  # + cls tokens
+    assert _mlp_rows(ideal, models.dyt.blocks, inputs) == want
+    assert ideal(inputs).shape == models.dense(inputs).shape
+    with pytest.raises(ValueError, match='MLP dispatch'):
+        IdealSliceDyT(models.adapter)
+
+
+def test_benchmark_compiled_peers(tmp_path, restore_threads):
+    """--compile adds the compiled dense model and DyT (here with the eager
+    backend, which traces like inductor without generating code)."""
+    rows = load_tool('benchmark').main([
+        '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
+        '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1',
+        '--compile', '--compile-backend', 'eager'
+    ])
+    (row, ) = rows
+    for key in ('dense_compiled_ms', 'dyt_compiled_ms', 'compiled_speedup',
+                'compiled_efficiency', 'dense_compile_gain',
+                'dyt_compile_gain', 'dyt_compiled_vs_dense'):
+        assert row[key] > 0, key
+    assert row['compiled_speedup'] == pytest.approx(
+        row['dense_compiled_ms'] / row['dyt_compiled_ms'], rel=0.01)
+    low, high = row['compiled_speedup_ci']
+    assert low <= row['compiled_speedup'] <= high
 
 
 def test_vitdet_benchmark_models_share_weights_with_timm_sam():

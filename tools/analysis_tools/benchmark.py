@@ -15,6 +15,7 @@ Examples::
     python benchmark.py --preset vit-b-512 --batch 2 --threads 2
     python benchmark.py --preset vit-b-224 --batch 8 --rate 1.0
     python benchmark.py --preset vitdet-b-1024 --rate 0.5 --repeats 5
+    python benchmark.py --preset vit-b-224 --batch 1 --compile  # + compiled
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
     python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
         --rate 0.5 --batch 1   # the whole segmentor (benchmark_whole.py)
@@ -27,8 +28,9 @@ from typing import List, Optional
 import torch
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from benchmark_models import (PRESETS, benchmark_setting,
+from benchmark_models import (COMPILED_COLUMNS, PRESETS, benchmark_setting,
                               build_benchmark_models, format_markdown)
+from benchmark_peers import reset_compiled
 from benchmark_whole import (benchmark_whole, build_whole_models,
                              format_whole_markdown)
 from model_inputs import load_config
@@ -77,6 +79,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default='wall',
         help='wall-clock time (default), or the CPU time of this process: '
         'steadier on a busy shared machine, with --threads 1')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='add the dense model and DyT under torch.compile (inductor) '
+        'as peers; compiles once per thread count and batch size')
+    parser.add_argument(
+        '--compile-backend',
+        default='inductor',
+        help='the torch.compile backend of --compile (default: inductor)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args(argv)
@@ -170,6 +181,9 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
+        if args.compile:  # compiled kernels keep their thread count
+            reset_compiled()
+            models.compile(args.compile_backend)
         for batch in setting['batches']:
             rows.append(
                 benchmark_setting(
@@ -187,6 +201,9 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
           f'{args.repeats} interleaved rounds, ratios with 95% bootstrap '
           'intervals\n')
     print(format_markdown(rows))
+    if args.compile:
+        print(f'\ntorch.compile ({args.compile_backend}):\n')
+        print(format_markdown(rows, COMPILED_COLUMNS))
     return rows
 
 

@@ -16,6 +16,11 @@ inputs (:func:`build_benchmark_models`):
   (:class:`ReferenceGatherDyT`: ``nonzero``, gather, MLP, write into a zero
   buffer by index, add): the peer DyT's gathered path must beat.
 - ``dense_again``: the dense model timed a second time, the noise control.
+- ``ideal``: DyT's FLOPs without its bookkeeping, the floor of any
+  token-skipping implementation on this machine
+  (``benchmark_peers.IdealSliceDyT``).
+- with ``compile=True``, ``dense_compiled`` and ``dyt_compiled``: the dense
+  model and DyT under ``torch.compile`` (``benchmark_peers``).
 
 ``dyt``, ``reference`` and ``adapter`` share their adapter weights too.
 The weights are random (nothing is downloaded): speed depends on how many
@@ -34,7 +39,7 @@ the noise is.
 """
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -46,6 +51,7 @@ from torch import Tensor
 from mmdyt.models import DyTViT
 from mmdyt.models.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
+from benchmark_peers import IdealSliceDyT, compile_for_benchmark
 
 #: Named benchmark settings: ViT-B/16 for image classification, the
 #: segmentation backbone and 8-frame clips.
@@ -75,7 +81,11 @@ TIMERS = {'wall': time.perf_counter, 'cpu': time.process_time}
 #: Names of the benchmarked models, in table order. ``dense_again`` is the
 #: dense model timed a second time: the noise control (its ratio to
 #: ``dense`` should be 1 within the interval).
-MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt', 'reference')
+MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt', 'reference',
+               'ideal')
+
+#: Names of the compiled peers (``BenchmarkModels.compile``).
+COMPILED_NAMES = ('dense_compiled', 'dyt_compiled')
 
 
 class DenseViT(nn.Module):
@@ -160,14 +170,29 @@ class BenchmarkModels:
     adapter: DyTViT
     dyt: DyTViT
     reference: ReferenceGatherDyT
+    ideal: IdealSliceDyT
+    compiled: Dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def dense_again(self) -> DenseViT:
         """The dense model, timed a second time (noise control)."""
         return self.dense
 
+    def compile(self, backend: str = 'inductor') -> None:
+        """(Re)compile the dense model and DyT: call it again after
+        ``torch.set_num_threads``, after ``benchmark_peers.reset_compiled``.
+
+        Args:
+            backend (str): The ``torch.compile`` backend.
+                Defaults to ``'inductor'``.
+        """
+        self.compiled = dict(
+            dense_compiled=compile_for_benchmark(self.dense, backend),
+            dyt_compiled=compile_for_benchmark(self.dyt, backend))
+
     def as_dict(self) -> Dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in MODEL_NAMES}
+        return dict({name: getattr(self, name)
+                     for name in MODEL_NAMES}, **self.compiled)
 
 
 def build_benchmark_models(arch: str = 'base',
@@ -206,7 +231,8 @@ def build_benchmark_models(arch: str = 'base',
         dense = _dense_vit(dyt)
     adapter.load_state_dict(dyt.state_dict(), strict=False)
     return BenchmarkModels(dense, adapter, dyt,
-                           ReferenceGatherDyT(dyt).eval())
+                           ReferenceGatherDyT(dyt).eval(),
+                           IdealSliceDyT(dyt).eval())
 
 
 def _check_shared(missing: List[str], unexpected: List[str]) -> None:
@@ -386,6 +412,21 @@ def time_interleaved(models: Dict[str, Callable[[Tensor], object]],
     return times
 
 
+def _check_compiled(models: BenchmarkModels, inputs: Tensor) -> None:
+    """Raise if a compiled model's output differs from its eager model's
+    on the benchmark input (compiling must not change what is timed)."""
+    with torch.inference_mode():
+        for name, eager in (('dense', models.dense), ('dyt', models.dyt)):
+            want = eager(inputs)
+            got = models.compiled[f'{name}_compiled'](inputs)
+            want, got = (torch.stack(list(v)) if isinstance(v, tuple) else v
+                         for v in (want, got))
+            err = float((want - got).abs().max())
+            if err > 1e-3 * float(want.abs().max()):
+                raise RuntimeError(f'torch.compile changed the {name} '
+                                   f'model\'s output (max error {err:.3g})')
+
+
 def benchmark_setting(models: BenchmarkModels,
                       setting: str,
                       batch: int,
@@ -396,7 +437,7 @@ def benchmark_setting(models: BenchmarkModels,
                       repeats: int = 10,
                       timer: str = 'wall',
                       seed: int = 0) -> dict:
-    """Time the three models on one batch and compare with their FLOPs.
+    """Time the models on one batch and compare with their FLOPs.
 
     Args:
         models (BenchmarkModels): The models.
@@ -422,7 +463,13 @@ def benchmark_setting(models: BenchmarkModels,
         time), ``adapter_vs_dense`` (adapter-only / dense time),
         ``noise_control`` (dense timed twice), each ratio with a ``_ci``
         interval where it matters, ``dyt_overhead`` (DyT over adapter-only
-        time, minus 1) and the GFLOPs of one sample per model.
+        time, minus 1), ``ideal_speedup`` (dense / ideal-slice time),
+        ``dyt_vs_ideal`` (ideal-slice / DyT time) and the GFLOPs of one
+        sample per model. With compiled peers also ``compiled_speedup``
+        (compiled dense / compiled DyT time), ``compiled_efficiency``,
+        ``dense_compile_gain`` and ``dyt_compile_gain`` (eager / compiled
+        time of each) and ``dyt_compiled_vs_dense`` (eager dense / compiled
+        DyT time).
     """
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, img_size, img_size) if num_frames is None else \
@@ -434,6 +481,9 @@ def benchmark_setting(models: BenchmarkModels,
     with torch.inference_mode():
         masks = dyt.forward_with_masks(inputs)[1]
     site_rates = [float(m.float().mean()) for m in masks]
+    models.ideal.set_active(masks)
+    if models.compiled:
+        _check_compiled(models, inputs)
     measured = float(mean_rate(masks))
 
     size = (img_size, img_size)
@@ -462,12 +512,13 @@ def benchmark_setting(models: BenchmarkModels,
     vs_reference = ratio('reference', 'dyt')
     adapter = ratio('adapter', 'dense')
     noise = ratio('dense_again', 'dense')
+    vs_ideal = ratio('ideal', 'dyt')
     row = dict(
         setting=setting,
         batch=batch,
         rate=round(measured, 4),
-        **{f'{name}_ms': round(ms[name], 2)
-           for name in MODEL_NAMES},
+        **{f'{name}_ms': round(value, 2)
+           for name, value in ms.items()},
         speedup=speedup['value'],
         speedup_ci=speedup['ci'],
         flops_speedup=round(flops_speedup, 4),
@@ -481,12 +532,27 @@ def benchmark_setting(models: BenchmarkModels,
         noise_control=noise['value'],
         noise_control_ci=noise['ci'],
         dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
+        ideal_speedup=ratio('dense', 'ideal')['value'],
+        dyt_vs_ideal=vs_ideal['value'],
+        dyt_vs_ideal_ci=vs_ideal['ci'],
         dense_gflops=round(gflops['dense'], 6),
         adapter_gflops=round(gflops['adapter'], 6),
         dyt_gflops=round(gflops['dyt'], 6),
         threads=torch.get_num_threads(),
         repeats=repeats,
         timer=timer)
+    if models.compiled:
+        compiled = ratio('dense_compiled', 'dyt_compiled')
+        row.update(
+            compiled_speedup=compiled['value'],
+            compiled_speedup_ci=compiled['ci'],
+            compiled_efficiency=round(compiled['value'] / flops_speedup, 4),
+            compiled_efficiency_ci=[
+                round(c / flops_speedup, 4) for c in compiled['ci']
+            ],
+            dense_compile_gain=ratio('dense', 'dense_compiled')['value'],
+            dyt_compile_gain=ratio('dyt', 'dyt_compiled')['value'],
+            dyt_compiled_vs_dense=ratio('dense', 'dyt_compiled')['value'])
     print_log(
         f'{setting} batch {batch}, {row["threads"]} threads: rate '
         f'{measured:.3f}, speedup {speedup["value"]:.3f} '
@@ -509,6 +575,21 @@ TABLE_COLUMNS = (
     ('DyT vs reference', 'dyt_vs_reference', 'dyt_vs_reference_ci'),
     ('adapter-only / dense time', 'adapter_vs_dense', 'adapter_vs_dense_ci'),
     ('dense / dense (noise)', 'noise_control', 'noise_control_ci'),
+    ('ideal-slice speedup', 'ideal_speedup', None),
+    ('DyT vs ideal slice', 'dyt_vs_ideal', 'dyt_vs_ideal_ci'),
+)
+
+#: Columns of the compiled peers' table (rows of a ``--compile`` run).
+COMPILED_COLUMNS = (
+    ('setting', 'setting', None),
+    ('threads', 'threads', None),
+    ('batch', 'batch', None),
+    ('compiled DyT speedup', 'compiled_speedup', 'compiled_speedup_ci'),
+    ('FLOPs bound', 'flops_speedup', None),
+    ('compiled efficiency', 'compiled_efficiency', 'compiled_efficiency_ci'),
+    ('compiling: dense gain', 'dense_compile_gain', None),
+    ('compiling: DyT gain', 'dyt_compile_gain', None),
+    ('compiled DyT vs eager dense', 'dyt_compiled_vs_dense', None),
 )
 
 

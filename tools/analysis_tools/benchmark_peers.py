@@ -1,0 +1,92 @@
+"""The optional peers of ``benchmark.py``: the ideal slice and compiled models.
+
+- ``ideal`` (:class:`IdealSliceDyT`): DyT's FLOPs without DyT's
+  bookkeeping. Each block's MLP runs on one contiguous slice of the batch's
+  tokens, as many as DyT activates in that block; no scoring, no ``nonzero``,
+  no gather, no scatter. The tokens of the slice are not the ones DyT picks
+  (its output is not DyT's), but the work is the same. Its time is the floor
+  of any token-skipping implementation of these FLOPs on this machine, with
+  its fixed costs per matmul (above all reading every weight once per
+  forward, whatever the number of tokens). ``ideal / DyT`` time then says how
+  much of the gap to the FLOPs bound is DyT's implementation.
+- ``dense_compiled`` and ``dyt_compiled``: the dense ViT and DyT under
+  ``torch.compile`` (inductor by default), with
+  :func:`compile_for_benchmark`.
+"""
+from typing import List, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mmdyt.models import DyTViT
+
+
+class IdealSliceDyT(nn.Module):
+    """A DyT model whose MLPs run on fixed slices of tokens (see the module
+    docstring).
+
+    Args:
+        dyt (DyTViT): A DyT model with ``dispatch='mlp'`` in eval mode; its
+            weights are shared.
+    """
+
+    def __init__(self, dyt: DyTViT):
+        super().__init__()
+        if dyt.dispatch != 'mlp':
+            raise ValueError('the ideal slice is written for MLP dispatch, '
+                             f'got dispatch={dyt.dispatch!r}')
+        self.dyt = dyt
+        self.active: List[int] = []
+
+    def set_active(self, masks: Sequence[Tensor]) -> None:
+        """Take the number of tokens each block computes from DyT's masks of
+        the benchmark input: the active patch tokens plus the prefix tokens.
+
+        Args:
+            masks (Sequence[Tensor]): DyT's (B, N - P) masks, one per block.
+        """
+        prefix = self.dyt.num_prefix_tokens
+        self.active = [
+            int(mask.count_nonzero()) + prefix * mask.shape[0]
+            for mask in masks
+        ]
+
+    def forward(self, x: Tensor) -> Tensor:
+        dyt = self.dyt
+        if len(self.active) != len(dyt.blocks):
+            raise RuntimeError('call set_active with the masks of one DyT '
+                               'forward first')
+        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
+            x = x.transpose(1, 2).flatten(0, 1)
+        grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
+        x = dyt._pos_embed(dyt.patch_embed(x), grid)
+        for block, active in zip(dyt.blocks, self.active):
+            x = x + block._attn_update(x, grid)
+            out = block.mlp_adapter.add_to(x, x)
+            out.flatten(0, 1)[:active].add_(
+                block._mlp_update(x.flatten(0, 1)[:active]))
+            x = out
+        return dyt.norm(x) if dyt.norm is not None else x
+
+
+def compile_for_benchmark(model: nn.Module,
+                          backend: str = 'inductor') -> nn.Module:
+    """``torch.compile`` in its default mode.
+
+    DyT's gathered evaluation compiles as one graph (its data-dependent
+    sizes, from ``nonzero``, stay symbolic; ``tests/test_compile.py``).
+    Compiled code keeps the thread count it was compiled for: compile again
+    after ``torch.set_num_threads`` (:func:`reset_compiled`).
+
+    Args:
+        model (nn.Module): The model to compile.
+        backend (str): The ``torch.compile`` backend. Defaults to
+            ``'inductor'``.
+    """
+    return torch.compile(model, backend=backend)
+
+
+def reset_compiled() -> None:
+    """Forget every compiled graph (after a thread-count change)."""
+    torch._dynamo.reset()
