@@ -13,8 +13,8 @@ from mmengine.config import Config
 from benchmark_models import (MODEL_NAMES, build_benchmark_models,
                               set_activation_rate)
 from dispatch_vis import PLOT_DPI, PLOT_SIZE, grid_size
-from helpers import (TINY, TINY_12, make_seg_data, make_video, save_model,
-                     write_seg_config, write_video_config)
+from helpers import (REPO_ROOT, TINY, TINY_12, make_seg_data, make_video,
+                     save_model, write_seg_config, write_video_config)
 from mmdyt.models import DyTViT
 from mmdyt.models.flops import dyt_vit_flops
 from model_inputs import init_task_model
@@ -188,10 +188,50 @@ def test_benchmark_whole_segmentor(tmp_path, restore_threads):
     assert all(b.mlp_adapter is None for b in models.dense.backbone.blocks)
 
 
-def test_benchmark_whole_refuses_other_libraries(tmp_path):
+def test_benchmark_whole_recognizer(tmp_path, restore_threads):
+    """--config with an mmaction2 config: backbone + cls head on one view
+    of a clip, the FLOPs per clip."""
+    from benchmark_whole import build_whole_models
     config = write_video_config(str(tmp_path))
-    with pytest.raises(ValueError, match='mmseg segmentors'):
-        load_tool('benchmark').main(['--config', config])
+    (row, ) = load_tool('benchmark').main([
+        '--config', config, '--rate', '0.5', '--batch', '2', '--warmup',
+        '0', '--repeats', '2', '--threads', '1'])
+    assert row['task'] == 'recognizer'
+    assert row['timed'] == 'backbone + cls head'
+    assert row['parts'].endswith('cls_head')
+    assert row['rate'] == pytest.approx(0.5, abs=0.05)
+    assert row['dyt_gflops'] < row['adapter_gflops']
+    models = build_whole_models(Config.fromfile(config))
+    assert models.num_frames == 3
+    inputs, backbone_inputs = models.inputs(2, (32, 32),
+                                            torch.Generator().manual_seed(0))
+    assert inputs.shape == (2, 1, 3, 3, 32, 32)
+    assert backbone_inputs.shape == (2, 3, 3, 32, 32)
+    with torch.no_grad():
+        scores = models.forwards((32, 32), 2)['dyt'](inputs)
+    assert scores.shape[0] == 2  # class scores of each clip
+
+
+def test_benchmark_whole_detector(restore_threads):
+    """--config with an mmdet config: backbone + pyramid + RPN + RoI heads
+    timed, backbone + pyramid counted (the paper's convention)."""
+    (row, ) = load_tool('benchmark').main([
+        '--config', osp.join(REPO_ROOT, 'configs/demo/det_demo.py'),
+        '--img-size', '64', '--rate', '0.5', '--batch', '1', '--warmup',
+        '0', '--repeats', '2', '--threads', '1'])
+    assert row['task'] == 'detector'
+    assert row['timed'] == 'backbone + neck + RPN + RoI heads'
+    assert row['parts'] == 'backbone + neck'
+    assert row['rate'] == pytest.approx(0.5, abs=0.05)
+    assert row['dense_gflops'] < row['adapter_gflops']
+    assert row['dyt_gflops'] < row['adapter_gflops']
+
+
+def test_benchmark_whole_refuses_other_libraries(tmp_path):
+    config = tmp_path / 'other.py'
+    config.write_text("default_scope = 'mmpretrain'\nmodel = dict()\n")
+    with pytest.raises(ValueError, match='mmseg, mmaction or mmdet'):
+        load_tool('benchmark').main(['--config', str(config)])
 
 
 def test_benchmark_target_rate_and_video(tmp_path, restore_threads):

@@ -45,9 +45,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--arch is given)')
     parser.add_argument(
         '--config',
-        help='time the whole model of this mmseg config (backbone + neck + '
-        'decode head) with DyT, adapter-only and dense backbones, at its '
-        "backbone's img_size (or --img-size) instead of a preset")
+        help='time the whole model of this mmseg, mmaction or mmdet config '
+        '(segmentor, recognizer on one view of a clip, or detector; see '
+        'benchmark_whole.py) with DyT, adapter-only and dense backbones, at '
+        "its backbone's img_size (or --img-size) instead of a preset")
     parser.add_argument(
         '--arch', help="ViT size instead of the preset's: tiny, small, base, "
         'large')
@@ -153,7 +154,8 @@ def run_whole(args: argparse.Namespace) -> List[dict]:
                     rate=0.5 if args.rate is None else args.rate,
                     warmup=args.warmup, repeats=args.repeats,
                     timer=args.timer, seed=args.seed))
-    print(f'\ntorch {torch.__version__}; whole model ({rows[0]["parts"]}), '
+    print(f'\ntorch {torch.__version__}; timed: {rows[0]["timed"]}; FLOPs: '
+          f'{rows[0]["parts"]}; '
           f'median {args.timer} time of {args.repeats} interleaved rounds, '
           'ratios with 95% bootstrap intervals\n')
     print(format_whole_markdown(rows))

@@ -1,10 +1,18 @@
-"""Whole-model speed: a segmentor with DyT, adapter-only, dense.
+"""Whole-model speed: a segmentor, recognizer or detector with DyT,
+adapter-only and dense backbones.
 
-``benchmark.py --config CONFIG`` times the whole inference model of an mmseg
-config, not only its backbone: backbone + neck + decode head
-(``mode='tensor'``: the decode head's logits, as a sliding-window test runs
-them on each crop). Three twins share every weight and run on the same
-inputs, interleaved as in ``benchmark_models``:
+``benchmark.py --config CONFIG`` times the whole inference model of a
+config, not only its backbone (:data:`TASKS`):
+
+- an mmseg segmentor: backbone + neck + decode head (``mode='tensor'``: the
+  decode head's logits, as a sliding-window test runs them on each crop);
+- an mmaction2 recognizer: backbone + cls head on one view of a clip
+  (``mode='tensor', stage='head'``: the class scores);
+- an mmdet detector: backbone + pyramid + RPN (with its NMS) + RoI heads
+  (``mode='tensor'``: box and mask head outputs of the proposals).
+
+Three twins share every weight and run on the same inputs, interleaved as
+in ``benchmark_models``:
 
 - ``dyt``: the config's model, its dispatchers set to ``--rate``;
 - ``adapter``: the same model with the adapter-only backbone
@@ -12,15 +20,18 @@ inputs, interleaved as in ``benchmark_models``:
 - ``dense``: the same model with the plain pre-trained ViT (no adapter).
 
 FLOPs come from ``model_flops.model_flops_report`` (analytic backbone at the
-measured rates; neck and heads counted by mmengine's counter).
+measured rates; neck and heads counted by mmengine's counter; for a detector
+backbone + pyramid, as the paper counts, since its heads' cost depends on
+the proposals).
 """
 import copy
 import statistics
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from torch import Tensor
 from mmengine.config import Config
 
 from benchmark_models import (bootstrap_ratio, format_markdown,
@@ -28,23 +39,65 @@ from benchmark_models import (bootstrap_ratio, format_markdown,
 from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatcher import mean_rate
 from model_flops import model_flops_report
-from model_inputs import init_task_model
+from model_inputs import clip_len_of, init_task_model
 
 #: Names of the timed whole models, in table order (``dense_again``: the
 #: dense model timed twice, the noise control).
 WHOLE_MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt')
 
+#: The task of each config scope: what ``--config`` times.
+TASKS = {'mmseg': 'segmentor', 'mmaction': 'recognizer', 'mmdet': 'detector'}
+
+#: What each task's timed forward runs.
+TIMED_PARTS = {
+    'segmentor': 'backbone + neck + decode head',
+    'recognizer': 'backbone + cls head',
+    'detector': 'backbone + neck + RPN + RoI heads',
+}
+
 
 @dataclass
 class WholeModels:
-    """The three twins of a config's task model (eval mode)."""
+    """The three twins of a config's task model (eval mode).
+
+    Attributes:
+        task (str): A value of :data:`TASKS`.
+        num_frames (int, optional): Frames per clip of a recognizer.
+    """
     dense: nn.Module
     adapter: nn.Module
     dyt: nn.Module
+    task: str = 'segmentor'
+    num_frames: int = None
 
-    def forwards(self) -> Dict[str, callable]:
-        def forward(model):
-            return lambda inputs: model(inputs, mode='tensor')
+    def inputs(self, batch: int, size: Tuple[int, int],
+               generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+        """Random inputs of the task model and the backbone input they
+        become: ``(B, 3, H, W)`` images, or ``(B, 1, 3, T, H, W)`` clips
+        (one view) whose backbone input is ``(B, 3, T, H, W)``."""
+        if self.task != 'recognizer':
+            images = torch.randn(batch, 3, *size, generator=generator)
+            return images, images
+        clips = torch.randn(batch, 1, 3, self.num_frames, *size,
+                            generator=generator)
+        return clips, clips.flatten(0, 1)
+
+    def forwards(self, size: Tuple[int, int],
+                 batch: int) -> Dict[str, Callable]:
+        """The timed forward of each model name (:data:`WHOLE_MODEL_NAMES`)
+        on inputs of ``batch`` samples of ``size``."""
+        if self.task == 'segmentor':
+            def forward(model):
+                return lambda inputs: model(inputs, mode='tensor')
+        elif self.task == 'recognizer':
+            def forward(model):
+                return lambda inputs: model(
+                    inputs, mode='tensor', stage='head')
+        else:
+            samples = _detection_samples(size, batch)
+
+            def forward(model):
+                return lambda inputs: model(inputs, samples, mode='tensor')
 
         return {
             'dense': forward(self.dense),
@@ -52,6 +105,15 @@ class WholeModels:
             'adapter': forward(self.adapter),
             'dyt': forward(self.dyt),
         }
+
+
+def _detection_samples(size: Tuple[int, int], batch: int) -> List:
+    """Data samples of unpadded, unscaled ``size`` images: what mmdet's
+    RPN needs to place its proposals."""
+    from mmdet.structures import DetDataSample
+    meta = dict(img_shape=size, ori_shape=size, pad_shape=size,
+                batch_input_shape=size, scale_factor=(1., 1.))
+    return [DetDataSample(metainfo=meta) for _ in range(batch)]
 
 
 def _without_adapters(model: nn.Module) -> nn.Module:
@@ -69,14 +131,15 @@ def build_whole_models(cfg: Config) -> WholeModels:
     something).
 
     Raises:
-        ValueError: If the config is not a segmentor's or its backbone has
-            no MLP dispatchers.
+        ValueError: If the config is not one of :data:`TASKS` or its
+            backbone has no MLP dispatchers.
     """
-    if cfg.get('default_scope') != 'mmseg':
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
         raise ValueError(
-            'benchmark.py --config times mmseg segmentors (whole models at '
-            f"one input size); got default_scope={cfg.get('default_scope')!r}."
-            ' Use --preset for backbones (vit-b-video, vitdet-b-1024)')
+            'benchmark.py --config times the whole model of an mmseg, '
+            f'mmaction or mmdet config; got default_scope={scope!r}. Use '
+            '--preset for backbones alone')
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.init_cfg = None  # nothing to download
     torch.manual_seed(0)
@@ -90,9 +153,13 @@ def build_whole_models(cfg: Config) -> WholeModels:
             if '_adapter.up' in name:
                 param.normal_(0, 0.02)
     cfg.model.backbone.dispatch = None
+    if cfg.model.get('dyt_loss'):  # no dispatcher, nothing to distil into
+        cfg.model.dyt_loss.distill = False
     adapter = init_task_model(cfg)
     adapter.load_state_dict(dyt.state_dict(), strict=False)
-    return WholeModels(_without_adapters(adapter), adapter, dyt)
+    num_frames = clip_len_of(cfg) if TASKS[scope] == 'recognizer' else None
+    return WholeModels(_without_adapters(adapter), adapter, dyt,
+                       TASKS[scope], num_frames)
 
 
 def benchmark_whole(models: WholeModels,
@@ -114,21 +181,22 @@ def benchmark_whole(models: WholeModels,
         ``flops_dyt_vs_adapter``, the FLOPs ratio.
     """
     generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(batch, 3, *input_size, generator=generator)
+    inputs, backbone_inputs = models.inputs(batch, input_size, generator)
     backbone = find_dyt_backbone(models.dyt)
-    set_activation_rate(backbone, inputs, rate)
+    set_activation_rate(backbone, backbone_inputs, rate)
     with torch.inference_mode():
-        masks = backbone.forward_with_masks(inputs)[1]
+        masks = backbone.forward_with_masks(backbone_inputs)[1]
     site_rates = [float(m.float().mean()) for m in masks]
-    report = model_flops_report(models.dyt, (3, *input_size), site_rates,
+    sample = backbone_inputs.shape[1:]  # (3, H, W) or (3, T, H, W)
+    report = model_flops_report(models.dyt, sample, site_rates,
                                 f'set to {rate}', batch)
     gflops = {
         'dense': report.whole('dense') / 1e9,
         'adapter': report.whole('complete') / 1e9,
         'dyt': report.whole('dyt') / 1e9,
     }
-    times = time_interleaved(models.forwards(), inputs, warmup, repeats,
-                             timer)
+    times = time_interleaved(models.forwards(input_size, batch), inputs,
+                             warmup, repeats, timer)
 
     def ratio(num: str, den: str) -> dict:
         value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
@@ -141,6 +209,8 @@ def benchmark_whole(models: WholeModels,
         setting=setting,
         batch=batch,
         rate=round(float(mean_rate(masks)), 4),
+        task=models.task,
+        timed=TIMED_PARTS[models.task],
         parts=' + '.join(('backbone', ) + report.inference_parts),
         **{f'{name}_ms': round(statistics.median(times[name]), 2)
            for name in WHOLE_MODEL_NAMES},
