@@ -199,6 +199,17 @@ def tiny_dyt_vit(**kwargs):
     return DyTViT(**args)
 
 
+def fixed_decisions(tokens, mask: torch.Tensor) -> torch.Tensor:
+    """What a stand-in dispatcher returns for ``tokens``: ``mask`` (the
+    decisions of the dispatched tokens), after zeros for the prefix tokens
+    when it is given every token (the block does so in evaluation and must
+    override the prefix's decisions)."""
+    extra = 0 if tokens is None else tokens.shape[1] - mask.shape[1]
+    if not extra:
+        return mask
+    return torch.cat([mask.new_zeros(mask.shape[0], extra), mask], dim=1)
+
+
 def tensors_equal(a, b, path: str = '') -> None:
     """Assert two nested dicts/lists of tensors and values are identical."""
     if isinstance(a, dict):

@@ -3,6 +3,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import Block
 
+from helpers import fixed_decisions
 from mmdyt.models import DISPATCH_MODES, DyTBlock
 
 C, HEADS, N = 32, 4, 17  # 1 cls + 16 patch tokens
@@ -53,7 +54,8 @@ def fix_masks(block, kind, batch):
             mask = (torch.rand(shape, generator=generator) > 0.5).float()
             if site == 'layer':
                 mask[0] = 1 - mask[-1]  # a mix of computed and skipped
-        dispatcher.forward = lambda tokens, mask=mask: mask
+        dispatcher.forward = lambda tokens, mask=mask: fixed_decisions(
+            tokens, mask)
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))

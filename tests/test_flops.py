@@ -138,12 +138,13 @@ def test_variants_count_what_they_skip():
     # MLP dispatch at rate 0: only the cls token's MLP (and LayerNorm) runs
     mlp_part = 2 * dims * hidden + 5 * dims
     skipped = dyt_vit_flops(mlp, size, [0.] * 4).blocks[0]
-    assert skipped == dense - patches * mlp_part + adapter + dims * patches
+    # (the dispatcher scores every token in evaluation, the cls token too)
+    assert skipped == dense - patches * mlp_part + adapter + dims * tokens
     # layer dispatch at rate 0: the adapter and the cls-token dispatcher
     assert dyt_vit_flops(layer, size, [0.] * 4).blocks[0] == adapter + dims
     # attention-MLP dispatch: two adapters and two dispatchers per block
     assert dyt_vit_flops(both, size).blocks[0] == \
-        dense + 2 * adapter + 2 * dims * patches
+        dense + 2 * adapter + 2 * dims * tokens
     # the MoE adapter costs one adapter plus a small per-image merge
     merge = dyt_vit_flops(moe, size).blocks[0] - \
         dyt_vit_flops(mlp, size).blocks[0]

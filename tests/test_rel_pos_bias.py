@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import tiny_dyt_vit
+from helpers import fixed_decisions, tiny_dyt_vit
 from mmdyt.models.backbones.vit_weights import adapter_only_entries
 from mmdyt.models.rel_pos_bias import RelativePositionBias
 
@@ -130,7 +130,8 @@ def test_gathered_attention_dispatch_uses_the_active_queries_rows():
     torch.manual_seed(1)
     masks = [(torch.rand(3, 16) > 0.5).float() for _ in range(4)]
     for dispatcher, mask in zip(model.dispatchers(), masks):
-        dispatcher.forward = lambda tokens, mask=mask: mask
+        dispatcher.forward = lambda tokens, mask=mask: fixed_decisions(
+            tokens, mask)
     masked = model.train()(x)[0]
     with torch.no_grad():
         gathered = model.eval()(x)[0]

@@ -262,6 +262,19 @@ class DyTBlock(BaseModule):
             return tokens.new_ones(tokens.shape[:2])
         return dispatcher(tokens)
 
+    def _eval_masks(self, dispatcher: nn.Module,
+                    x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Evaluation masks of tokens ``x`` (B, N, C): of the dispatched
+        tokens (B, N - P), and of all tokens (B, N) with the prefix active.
+
+        Every token is scored and the prefix's scores are overwritten: the
+        scorer reads the contiguous ``x`` as it is, where the slice of the
+        dispatched tokens would first be copied.
+        """
+        full = dispatcher(x)
+        full[:, :self.num_prefix_tokens] = 1
+        return full[:, self.num_prefix_tokens:], full
+
     def _with_prefix(self, mask: Tensor) -> Tensor:
         """Prepend the always-active prefix tokens to a token mask."""
         prefix = mask.new_ones(mask.shape[0], self.num_prefix_tokens)
@@ -272,8 +285,11 @@ class DyTBlock(BaseModule):
                    grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.attn_dispatcher is None:
             return x + self.drop_path1(self._attn_update(x, grid))
-        mask = self._decide(self.attn_dispatcher,
-                            x[:, self.num_prefix_tokens:], complete)
+        if complete or self.training:
+            mask = self._decide(self.attn_dispatcher,
+                                x[:, self.num_prefix_tokens:], complete)
+        else:
+            mask, full = self._eval_masks(self.attn_dispatcher, x)
         masks.append(mask)
         if complete:
             out = x + self.drop_path1(self._attn_update(x, grid))
@@ -282,7 +298,6 @@ class DyTBlock(BaseModule):
                 self._attn_update(x, grid) *
                 self._with_prefix(mask)[..., None])
         else:
-            full = self._with_prefix(mask)
             update = self.ls1(
                 query_subset_attention(self.attn, self.norm1(x), full,
                                        self._attn_bias(x))).to(x.dtype)
@@ -294,22 +309,23 @@ class DyTBlock(BaseModule):
                   masks: List[Tensor]) -> Tensor:
         if self.mlp_dispatcher is None:
             out = x + self.drop_path2(self._mlp_update(x))
-        else:
+        elif complete or self.training:
             mask = self._decide(self.mlp_dispatcher,
                                 x[:, self.num_prefix_tokens:], complete)
             masks.append(mask)
             if complete:
                 out = x + self.drop_path2(self._mlp_update(x))
-            elif self.training:
+            else:
                 out = x + self.drop_path2(
                     self._mlp_update(x) * self._with_prefix(mask)[..., None])
-            else:
-                # the adapter's update of every token is a fresh tensor the
-                # MLP updates of the active tokens are added into: no copy
-                # of the stream for the scatter
-                return gathered_residual(
-                    x, self._with_prefix(mask), self._mlp_update,
-                    residual=self.mlp_adapter.add_to(x, x))
+        else:
+            mask, full = self._eval_masks(self.mlp_dispatcher, x)
+            masks.append(mask)
+            # the adapter's update of every token is a fresh tensor the MLP
+            # updates of the active tokens are added into: no copy of the
+            # stream for the scatter
+            return gathered_residual(x, full, self._mlp_update,
+                                     residual=self.mlp_adapter.add_to(x, x))
         if self.mlp_adapter is not None:
             out = self.mlp_adapter.add_to(out, x)
         return out
@@ -333,7 +349,9 @@ class DyTBlock(BaseModule):
             out = x + mask[..., None] * self._block_update(x, grid)
         else:
             index = active_index(mask)
-            out = x.index_add(0, index, self._block_update(x[index], grid))
+            out = x.index_add(0, index,
+                              self._block_update(x.index_select(0, index),
+                                                 grid))
         return self.layer_adapter.add_to(out, x)
 
     def forward(self,

@@ -158,7 +158,9 @@ def dyt_vit_flops(backbone: nn.Module,
                 flops += _adapter_flops(
                     getattr(block, f'{site}_adapter'), tokens, channels)
             for site in block.dispatch_sites:
-                flops += channels * (1 if site == 'layer' else patches)
+                # evaluation scores every token (the prefix's decisions are
+                # overridden), the layer dispatcher one summary per sample
+                flops += channels * (1 if site == 'layer' else tokens)
         report.blocks.append(flops)
     if getattr(backbone, 'norm', None) is not None and \
             last == backbone.num_layers - 1:

@@ -42,18 +42,18 @@ def gathered_residual(x: Tensor,
     """
     flat = x.flatten(0, 1)
     index = active_index(mask)
+    out = flat if residual is None else residual.flatten(0, 1)
     # (a shortcut of eager mode: a compiled graph cannot branch on the
     # number of active tokens, and the scatter is right for any number)
-    all_active = not torch.compiler.is_compiling() and \
-        index.numel() == flat.shape[0]
+    if not torch.compiler.is_compiling() and index.numel() == flat.shape[0]:
+        update = fn(flat)
+        out = out + update if residual is None else out.add_(update)
+        return out.view_as(x)
+    # index_select: a row gather, faster on CPU than advanced indexing
+    update = fn(flat.index_select(0, index))
     if residual is None:
-        if all_active:
-            return (flat + fn(flat)).view_as(x)
-        return flat.index_add(0, index, fn(flat[index])).view_as(x)
-    out = residual.flatten(0, 1)
-    if all_active:
-        return out.add_(fn(flat)).view_as(x)
-    return out.index_add_(0, index, fn(flat[index])).view_as(x)
+        return out.index_add(0, index, update).view_as(x)
+    return out.index_add_(0, index, update).view_as(x)
 
 
 def query_subset_attention(attn: Attention,

@@ -356,9 +356,14 @@ def set_activation_rate(model: DyTViT, inputs: Tensor, rate: float) -> None:
     """
     if not 0 <= rate <= 1:
         raise ValueError(f'rate must be in [0, 1], got {rate}')
+    if model.training:
+        raise ValueError('set_activation_rate needs the model in eval mode')
+    # in evaluation a token dispatcher scores every token, the prefix too
+    # (whose decisions the block overrides): count the others only
+    prefix = 0 if model.dispatch == 'layer' else model.num_prefix_tokens
 
     def hook(dispatcher, args):
-        scores = dispatcher.linear(args[0]).squeeze(-1) - \
+        scores = dispatcher.linear(args[0][:, prefix:]).squeeze(-1) - \
             dispatcher.linear.bias
         bias = _bias_for_rate(scores, rate) + dispatcher._logit_threshold
         dispatcher.linear.bias.fill_(bias)
