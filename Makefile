@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo demo-seg demo-video demo-det clean
+.PHONY: install test lint demo demo-seg demo-video demo-det benchmarks clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ demo-video: install
 
 demo-det: install
 	@$(PY) tools/demo/run_demo.py det
+
+# Every command behind BENCHMARKS.md, in one run (about an hour on 2 cores).
+benchmarks: install
+	@bash tools/analysis_tools/run_benchmarks.sh
 
 clean:
 	rm -rf work_dirs data/demo

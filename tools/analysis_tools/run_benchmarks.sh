@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Every command behind BENCHMARKS.md, in one run: FLOPs of the recipes, then
+# speed (backbones, then whole models), one command at a time (a benchmark
+# beside another job measures the contention). JSON into benchmarks/, each
+# command's output into work_dirs/benchmarks/<name>.log. About an hour on
+# a 2-core CPU. `make benchmarks` runs it; `ONLY=speed_whole` (a name
+# prefix) runs a subset.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+LOGS=work_dirs/benchmarks
+mkdir -p benchmarks "$LOGS"
+ONLY=${ONLY:-}
+
+run() {  # run NAME ARGS...: one tool call, JSON benchmarks/NAME.json
+    local name=$1; shift
+    [[ -n $ONLY && $name != $ONLY* ]] && return 0
+    echo "[benchmarks] $(date +%H:%M:%S) $name: $*"
+    "$PY" "$@" --json "benchmarks/$name.json" > "$LOGS/$name.log" 2>&1 \
+        || { tail -20 "$LOGS/$name.log"; exit 1; }
+}
+flops() {  # flops CONFIG [--rate R]: get_flops.py of configs/CONFIG.py
+    local config=$1; shift
+    run "flops_${config//\//_}" tools/analysis_tools/get_flops.py \
+        "configs/$config.py" "$@"
+}
+speed() { run "speed_$1" tools/analysis_tools/benchmark.py "${@:2}"; }
+
+# 1. FLOPs and parameters (deterministic)
+for config in ade20k/dyt_vitb ade20k/dyt_vitb_moe ade20k/dyt_vitb_segmenter \
+    kinetics400/dyt_vitb_8x224 kinetics400/dyt_vitb_moe_8x224 \
+    coco/dyt_vitb_mask-rcnn_1x coco/dyt_vitb_moe_mask-rcnn_1x \
+    coco/vitb_adapter_mask-rcnn_1x; do
+    flops "$config" --rate 0.5
+done
+for config in ade20k/vitb_adapter ade20k/vitb_adapter_segmenter \
+    kinetics400/vitb_adapter_8x224; do
+    flops "$config"
+done
+
+# 2. Backbones: ViT-B/16 at 224 (with the compiled peers), 512, clips,
+# every token active, ViTDet-B at 1024
+speed vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
+    --repeats 15 --compile
+speed vit_b_224_b32 --preset vit-b-224 --batch 32 --rate 0.5 --threads 1 2 \
+    --warmup 1 --repeats 5
+speed vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 --threads 1 2 \
+    --warmup 1 --repeats 8
+speed vit_b_video --preset vit-b-video --batch 1 --rate 0.5 --threads 2 \
+    --repeats 8
+speed vit_b_224_rate1 --preset vit-b-224 --batch 1 8 --rate 1.0 --threads 2 \
+    --repeats 10
+speed vitdet_b_1024 --preset vitdet-b-1024 --rate 0.5 --threads 2 \
+    --warmup 1 --repeats 5
+
+# 3. Whole models: DyT vs adapter-only vs dense, same weights
+speed whole_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
+    --rate 0.5 --batch 1 2 --threads 1 2 --warmup 1 --repeats 8
+speed whole_ade20k_upernet --config configs/ade20k/dyt_vitb.py --rate 0.5 \
+    --batch 1 --threads 2 --warmup 1 --repeats 7
+speed whole_kinetics400 --config configs/kinetics400/dyt_vitb_8x224.py \
+    --rate 0.5 --batch 1 --threads 2 --repeats 8
+speed whole_coco_mask_rcnn --config configs/coco/dyt_vitb_mask-rcnn_1x.py \
+    --rate 0.5 --batch 1 --threads 2 --warmup 1 --repeats 5
+echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"
