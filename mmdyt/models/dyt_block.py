@@ -262,18 +262,22 @@ class DyTBlock(BaseModule):
             return tokens.new_ones(tokens.shape[:2])
         return dispatcher(tokens)
 
-    def _eval_masks(self, dispatcher: nn.Module,
-                    x: Tensor) -> Tuple[Tensor, Tensor]:
-        """Evaluation masks of tokens ``x`` (B, N, C): of the dispatched
-        tokens (B, N - P), and of all tokens (B, N) with the prefix active.
+    def _token_masks(self, dispatcher: nn.Module, x: Tensor,
+                     complete: bool) -> Tuple[Tensor, Tensor]:
+        """Masks of tokens ``x`` (B, N, C): of the dispatched tokens
+        (B, N - P), and of all tokens (B, N) with the prefix active.
 
-        Every token is scored and the prefix's scores are overwritten: the
-        scorer reads the contiguous ``x`` as it is, where the slice of the
-        dispatched tokens would first be copied.
+        In evaluation every token is scored and the prefix's decisions are
+        overwritten: the scorer reads the contiguous ``x`` as it is, where
+        the slice of the dispatched tokens would first be copied.
         """
+        prefix = self.num_prefix_tokens
+        if complete or self.training:
+            mask = self._decide(dispatcher, x[:, prefix:], complete)
+            return mask, self._with_prefix(mask)
         full = dispatcher(x)
-        full[:, :self.num_prefix_tokens] = 1
-        return full[:, self.num_prefix_tokens:], full
+        full[:, :prefix] = 1
+        return full[:, prefix:], full
 
     def _with_prefix(self, mask: Tensor) -> Tensor:
         """Prepend the always-active prefix tokens to a token mask."""
@@ -285,18 +289,13 @@ class DyTBlock(BaseModule):
                    grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.attn_dispatcher is None:
             return x + self.drop_path1(self._attn_update(x, grid))
-        if complete or self.training:
-            mask = self._decide(self.attn_dispatcher,
-                                x[:, self.num_prefix_tokens:], complete)
-        else:
-            mask, full = self._eval_masks(self.attn_dispatcher, x)
+        mask, full = self._token_masks(self.attn_dispatcher, x, complete)
         masks.append(mask)
         if complete:
             out = x + self.drop_path1(self._attn_update(x, grid))
         elif self.training:
             out = x + self.drop_path1(
-                self._attn_update(x, grid) *
-                self._with_prefix(mask)[..., None])
+                self._attn_update(x, grid) * full[..., None])
         else:
             update = self.ls1(
                 query_subset_attention(self.attn, self.norm1(x), full,
@@ -309,23 +308,21 @@ class DyTBlock(BaseModule):
                   masks: List[Tensor]) -> Tensor:
         if self.mlp_dispatcher is None:
             out = x + self.drop_path2(self._mlp_update(x))
-        elif complete or self.training:
-            mask = self._decide(self.mlp_dispatcher,
-                                x[:, self.num_prefix_tokens:], complete)
+        else:
+            mask, full = self._token_masks(self.mlp_dispatcher, x, complete)
             masks.append(mask)
             if complete:
                 out = x + self.drop_path2(self._mlp_update(x))
-            else:
+            elif self.training:
                 out = x + self.drop_path2(
-                    self._mlp_update(x) * self._with_prefix(mask)[..., None])
-        else:
-            mask, full = self._eval_masks(self.mlp_dispatcher, x)
-            masks.append(mask)
-            # the adapter's update of every token is a fresh tensor the MLP
-            # updates of the active tokens are added into: no copy of the
-            # stream for the scatter
-            return gathered_residual(x, full, self._mlp_update,
-                                     residual=self.mlp_adapter.add_to(x, x))
+                    self._mlp_update(x) * full[..., None])
+            else:
+                # the adapter's update of every token is a fresh tensor the
+                # MLP updates of the active tokens are added into: no copy
+                # of the stream for the scatter
+                return gathered_residual(
+                    x, full, self._mlp_update,
+                    residual=self.mlp_adapter.add_to(x, x))
         if self.mlp_adapter is not None:
             out = self.mlp_adapter.add_to(out, x)
         return out
