@@ -51,7 +51,8 @@ from torch import Tensor
 from mmdyt.models import DyTViT
 from mmdyt.models.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
-from benchmark_peers import IdealSliceDyT, compile_for_benchmark
+from benchmark_peers import (IdealSliceDyT, ReferenceGatherDyT,
+                             compile_for_benchmark)
 
 #: Named benchmark settings: ViT-B/16 for image classification, the
 #: segmentation backbone and 8-frame clips.
@@ -122,45 +123,6 @@ class DenseSAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.sam.blocks(self.sam.patch_embed(x) + self.sam.pos_embed)
         return x.flatten(1, 2)
-
-
-class ReferenceGatherDyT(nn.Module):
-    """DyT's evaluation written the straightforward way: the peer mmdyt's
-    gathered path is measured against.
-
-    Per block of a DyTViT with MLP dispatch: attention on every token, the
-    dispatcher's mask, then flatten the batch, ``nonzero``, gather the
-    active tokens, run the MLP on them, write the results into a zero
-    buffer by index and add it; the adapter on every token. It shares the
-    weights (and so the masks) of the DyT model it wraps.
-
-    Args:
-        dyt (DyTViT): A DyT model with ``dispatch='mlp'`` in eval mode.
-    """
-
-    def __init__(self, dyt: DyTViT):
-        super().__init__()
-        if dyt.dispatch != 'mlp':
-            raise ValueError('the reference gather is written for MLP '
-                             f"dispatch, got dispatch={dyt.dispatch!r}")
-        self.dyt = dyt
-
-    def forward(self, x: Tensor) -> Tensor:
-        dyt = self.dyt
-        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
-            x = x.transpose(1, 2).flatten(0, 1)
-        grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
-        x = dyt._pos_embed(dyt.patch_embed(x), grid)
-        for block in dyt.blocks:
-            x = x + block._attn_update(x, grid)
-            mask = block._with_prefix(
-                block.mlp_dispatcher(x[:, block.num_prefix_tokens:]))
-            flat = x.flatten(0, 1)
-            index = mask.flatten().nonzero().squeeze(1)
-            update = torch.zeros_like(flat)
-            update[index] = block._mlp_update(flat[index])
-            x = (flat + update).view_as(x) + block.mlp_adapter(x)
-        return dyt.norm(x) if dyt.norm is not None else x
 
 
 @dataclass
@@ -337,6 +299,32 @@ def _bias_for_rate(scores: Tensor, rate: float) -> float:
     return float(-(ordered[count - active - 1] + ordered[count - active]) / 2)
 
 
+def ratio_fields(times: Dict[str, List[float]], key: str, num: str,
+                 den: str, seed: int = 0) -> dict:
+    """Row fields of the time ratio of two models: ``key``, the ratio of
+    the medians ``times[num] / times[den]``, and ``key_ci``, its 95%
+    bootstrap interval (:func:`bootstrap_ratio`), rounded to 4 digits.
+
+    Args:
+        times (dict[str, list[float]]): Per-round times by model name.
+        key (str): The field name.
+        num (str): The model in the numerator.
+        den (str): The model in the denominator.
+        seed (int): Seed of the resampling. Defaults to 0.
+    """
+    value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
+    return {key: round(value, 4), f'{key}_ci': [round(low, 4), round(high, 4)]}
+
+
+def _efficiency(row: dict, speedup: str, key: str, bound: float) -> dict:
+    """``key`` and ``key_ci``: the speedup field of ``row`` over the FLOPs
+    bound."""
+    return {
+        key: round(row[speedup] / bound, 4),
+        f'{key}_ci': [round(c / bound, 4) for c in row[f'{speedup}_ci']],
+    }
+
+
 @torch.no_grad()
 def set_activation_rate(model: DyTViT, inputs: Tensor, rate: float) -> None:
     """Shift every dispatcher's bias so that ``rate`` of the tokens of
@@ -508,60 +496,48 @@ def benchmark_setting(models: BenchmarkModels,
     }
     flops_speedup = gflops['dense'] / gflops['dyt']
 
-    def ratio(num: str, den: str, scale: float = 1.) -> dict:
-        value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
-        return dict(value=round(value * scale, 4),
-                    ci=[round(low * scale, 4), round(high * scale, 4)])
+    def ratios(*specs: Tuple[str, str, str]) -> dict:
+        return {
+            k: v
+            for key, num, den in specs
+            for k, v in ratio_fields(times, key, num, den, seed).items()
+        }
 
-    speedup = ratio('dense', 'dyt')
-    vs_reference = ratio('reference', 'dyt')
-    adapter = ratio('adapter', 'dense')
-    noise = ratio('dense_again', 'dense')
-    vs_ideal = ratio('ideal', 'dyt')
     row = dict(
         setting=setting,
         batch=batch,
         rate=round(measured, 4),
         **{f'{name}_ms': round(value, 2)
            for name, value in ms.items()},
-        speedup=speedup['value'],
-        speedup_ci=speedup['ci'],
+        **ratios(('speedup', 'dense', 'dyt'),
+                 ('reference_speedup', 'dense', 'reference'),
+                 ('dyt_vs_reference', 'reference', 'dyt'),
+                 ('adapter_vs_dense', 'adapter', 'dense'),
+                 ('noise_control', 'dense_again', 'dense'),
+                 ('ideal_speedup', 'dense', 'ideal'),
+                 ('dyt_vs_ideal', 'ideal', 'dyt')),
         flops_speedup=round(flops_speedup, 4),
-        efficiency=round(speedup['value'] / flops_speedup, 4),
-        efficiency_ci=[round(c / flops_speedup, 4) for c in speedup['ci']],
-        reference_speedup=ratio('dense', 'reference')['value'],
-        dyt_vs_reference=vs_reference['value'],
-        dyt_vs_reference_ci=vs_reference['ci'],
-        adapter_vs_dense=adapter['value'],
-        adapter_vs_dense_ci=adapter['ci'],
-        noise_control=noise['value'],
-        noise_control_ci=noise['ci'],
         dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
-        ideal_speedup=ratio('dense', 'ideal')['value'],
-        dyt_vs_ideal=vs_ideal['value'],
-        dyt_vs_ideal_ci=vs_ideal['ci'],
         dense_gflops=round(gflops['dense'], 6),
         adapter_gflops=round(gflops['adapter'], 6),
         dyt_gflops=round(gflops['dyt'], 6),
         threads=torch.get_num_threads(),
         repeats=repeats,
         timer=timer)
+    row.update(_efficiency(row, 'speedup', 'efficiency', flops_speedup))
     if models.compiled:
-        compiled = ratio('dense_compiled', 'dyt_compiled')
         row.update(
-            compiled_speedup=compiled['value'],
-            compiled_speedup_ci=compiled['ci'],
-            compiled_efficiency=round(compiled['value'] / flops_speedup, 4),
-            compiled_efficiency_ci=[
-                round(c / flops_speedup, 4) for c in compiled['ci']
-            ],
-            dense_compile_gain=ratio('dense', 'dense_compiled')['value'],
-            dyt_compile_gain=ratio('dyt', 'dyt_compiled')['value'],
-            dyt_compiled_vs_dense=ratio('dense', 'dyt_compiled')['value'])
+            ratios(('compiled_speedup', 'dense_compiled', 'dyt_compiled'),
+                   ('dense_compile_gain', 'dense', 'dense_compiled'),
+                   ('dyt_compile_gain', 'dyt', 'dyt_compiled'),
+                   ('dyt_compiled_vs_dense', 'dense', 'dyt_compiled')))
+        row.update(
+            _efficiency(row, 'compiled_speedup', 'compiled_efficiency',
+                        flops_speedup))
     print_log(
         f'{setting} batch {batch}, {row["threads"]} threads: rate '
-        f'{measured:.3f}, speedup {speedup["value"]:.3f} '
-        f'{speedup["ci"]} (FLOPs bound {flops_speedup:.3f}), vs the '
+        f'{measured:.3f}, speedup {row["speedup"]:.3f} '
+        f'{row["speedup_ci"]} (FLOPs bound {flops_speedup:.3f}), vs the '
         f'reference gather {row["dyt_vs_reference"]:.3f}',
         logger='current')
     return row

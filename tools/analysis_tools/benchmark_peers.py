@@ -1,5 +1,8 @@
-"""The optional peers of ``benchmark.py``: the ideal slice and compiled models.
+"""The peers DyT is timed against in ``benchmark.py``, beside the dense ViT.
 
+- ``reference`` (:class:`ReferenceGatherDyT`): the same DyT model evaluated
+  the straightforward way (``nonzero``, gather, MLP, write into a zero
+  buffer by index, add).
 - ``ideal`` (:class:`IdealSliceDyT`): DyT's FLOPs without DyT's
   bookkeeping. Each block's MLP runs on one contiguous slice of the batch's
   tokens, as many as DyT activates in that block; no scoring, no ``nonzero``,
@@ -23,21 +26,71 @@ from torch import Tensor
 from mmdyt.models import DyTViT
 
 
-class IdealSliceDyT(nn.Module):
-    """A DyT model whose MLPs run on fixed slices of tokens (see the module
-    docstring).
+class _MLPDispatchPeer(nn.Module):
+    """A DyT model with MLP dispatch evaluated another way: the same patch
+    and position embedding, attention, adapters and final norm as the DyT
+    model it wraps (and its weights); a subclass computes the MLP part of
+    each block (:meth:`mlp_part`).
 
     Args:
-        dyt (DyTViT): A DyT model with ``dispatch='mlp'`` in eval mode; its
-            weights are shared.
+        dyt (DyTViT): A DyT model with ``dispatch='mlp'`` in eval mode.
     """
+    #: What the peer is called in errors.
+    peer = 'peer'
 
     def __init__(self, dyt: DyTViT):
         super().__init__()
         if dyt.dispatch != 'mlp':
-            raise ValueError('the ideal slice is written for MLP dispatch, '
+            raise ValueError(f'the {self.peer} is written for MLP dispatch, '
                              f'got dispatch={dyt.dispatch!r}')
         self.dyt = dyt
+
+    def mlp_part(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
+        """The output of block ``index`` from its attention's output
+        ``x``: ``x`` plus its MLP and adapter updates."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        dyt = self.dyt
+        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
+            x = x.transpose(1, 2).flatten(0, 1)
+        grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
+        x = dyt._pos_embed(dyt.patch_embed(x), grid)
+        for index, block in enumerate(dyt.blocks):
+            x = self.mlp_part(index, block, x + block._attn_update(x, grid))
+        return dyt.norm(x) if dyt.norm is not None else x
+
+
+class ReferenceGatherDyT(_MLPDispatchPeer):
+    """DyT's evaluation written the straightforward way: the peer mmdyt's
+    gathered path is measured against.
+
+    Per block: the dispatcher's mask, then flatten the batch, ``nonzero``,
+    gather the active tokens, run the MLP on them, write the results into a
+    zero buffer by index and add it; the adapter on every token. It shares
+    the weights (and so the masks) of the DyT model it wraps.
+    """
+    peer = 'reference gather'
+
+    def mlp_part(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
+        mask = block._with_prefix(
+            block.mlp_dispatcher(x[:, block.num_prefix_tokens:]))
+        flat = x.flatten(0, 1)
+        active = mask.flatten().nonzero().squeeze(1)
+        update = torch.zeros_like(flat)
+        update[active] = block._mlp_update(flat[active])
+        return (flat + update).view_as(x) + block.mlp_adapter(x)
+
+
+class IdealSliceDyT(_MLPDispatchPeer):
+    """A DyT model whose MLPs run on fixed slices of tokens (see the module
+    docstring): per block, as many tokens as DyT activates
+    (:meth:`set_active`), the first ones of the flattened batch.
+    """
+    peer = 'ideal slice'
+
+    def __init__(self, dyt: DyTViT):
+        super().__init__(dyt)
         self.active: List[int] = []
 
     def set_active(self, masks: Sequence[Tensor]) -> None:
@@ -54,21 +107,17 @@ class IdealSliceDyT(nn.Module):
         ]
 
     def forward(self, x: Tensor) -> Tensor:
-        dyt = self.dyt
-        if len(self.active) != len(dyt.blocks):
+        if len(self.active) != len(self.dyt.blocks):
             raise RuntimeError('call set_active with the masks of one DyT '
                                'forward first')
-        if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
-            x = x.transpose(1, 2).flatten(0, 1)
-        grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
-        x = dyt._pos_embed(dyt.patch_embed(x), grid)
-        for block, active in zip(dyt.blocks, self.active):
-            x = x + block._attn_update(x, grid)
-            out = block.mlp_adapter.add_to(x, x)
-            out.flatten(0, 1)[:active].add_(
-                block._mlp_update(x.flatten(0, 1)[:active]))
-            x = out
-        return dyt.norm(x) if dyt.norm is not None else x
+        return super().forward(x)
+
+    def mlp_part(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
+        active = self.active[index]
+        out = block.mlp_adapter.add_to(x, x)
+        out.flatten(0, 1)[:active].add_(
+            block._mlp_update(x.flatten(0, 1)[:active]))
+        return out
 
 
 def compile_for_benchmark(model: nn.Module,

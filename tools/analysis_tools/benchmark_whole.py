@@ -34,7 +34,7 @@ import torch.nn as nn
 from torch import Tensor
 from mmengine.config import Config
 
-from benchmark_models import (bootstrap_ratio, format_markdown,
+from benchmark_models import (format_markdown, ratio_fields,
                               set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatcher import mean_rate
@@ -198,13 +198,7 @@ def benchmark_whole(models: WholeModels,
     times = time_interleaved(models.forwards(input_size, batch), inputs,
                              warmup, repeats, timer)
 
-    def ratio(num: str, den: str) -> dict:
-        value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
-        return dict(value=round(value, 4), ci=[round(low, 4), round(high, 4)])
-
-    vs_adapter = ratio('adapter', 'dyt')
-    speedup = ratio('dense', 'dyt')
-    noise = ratio('dense_again', 'dense')
+    vs_adapter = ratio_fields(times, 'dyt_vs_adapter', 'adapter', 'dyt', seed)
     return dict(
         setting=setting,
         batch=batch,
@@ -214,16 +208,13 @@ def benchmark_whole(models: WholeModels,
         parts=' + '.join(('backbone', ) + report.inference_parts),
         **{f'{name}_ms': round(statistics.median(times[name]), 2)
            for name in WHOLE_MODEL_NAMES},
-        dyt_vs_adapter=vs_adapter['value'],
-        dyt_vs_adapter_ci=vs_adapter['ci'],
-        speedup=speedup['value'],
-        speedup_ci=speedup['ci'],
-        noise_control=noise['value'],
-        noise_control_ci=noise['ci'],
+        **vs_adapter,
+        **ratio_fields(times, 'speedup', 'dense', 'dyt', seed),
+        **ratio_fields(times, 'noise_control', 'dense_again', 'dense', seed),
         **{f'{name}_gflops': round(value, 6)
            for name, value in gflops.items()},
         flops_dyt_vs_adapter=round(gflops['adapter'] / gflops['dyt'], 4),
-        latency_saved=round(1 - 1 / vs_adapter['value'], 4),
+        latency_saved=round(1 - 1 / vs_adapter['dyt_vs_adapter'], 4),
         flops_saved=round(1 - gflops['dyt'] / gflops['adapter'], 4),
         threads=torch.get_num_threads(),
         repeats=repeats)
