@@ -96,3 +96,25 @@ def test_fused_add_in_evaluation_equals_the_plain_sum():
     x.requires_grad_(True)
     adapter.add_to(residual, x).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize('cls', [Adapter, MoEAdapter])
+@pytest.mark.parametrize('training', [False, True])
+def test_add_to_in_place_reuses_the_residual(cls, training):
+    torch.manual_seed(0)
+    adapter = cls(embed_dims=16, bottleneck=4, dropout=0.).train(training)
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.normal_()
+        x, residual = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+        expected = residual + adapter(x)
+        storage = residual.data_ptr()
+        out = adapter.add_to(residual, x, inplace=True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert out.data_ptr() == storage
+    torch.testing.assert_close(residual, expected, rtol=0, atol=1e-5)
+    with torch.no_grad():  # the stream as its own input: read, then updated
+        expected = x + adapter(x)
+        out = adapter.add_to(x, x, inplace=True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert out.data_ptr() == x.data_ptr()

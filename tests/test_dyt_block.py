@@ -202,7 +202,7 @@ def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
     residual = torch.randn(2, 6, 4)
     expected = residual + mask[..., None] * torch.tanh(x)
     storage = residual.data_ptr()
-    out = gathered_residual(x, mask, torch.tanh, residual=residual)
+    out = gathered_residual(x, mask, torch.tanh, residual=lambda: residual)
     torch.testing.assert_close(out, expected)
     assert out.data_ptr() == storage  # no new (B, N, C) buffer
     torch.testing.assert_close(residual, expected)
@@ -211,3 +211,32 @@ def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
         gathered_residual(x, mask, torch.tanh),
         x_before + mask[..., None] * torch.tanh(x_before))
     torch.testing.assert_close(x, x_before)  # x is left alone
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.5, 1.0])
+def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
+    from mmdyt.models.sparse_ops import gathered_residual
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    mask = (torch.rand(2, 6) < rate).float()
+    expected = 2 * x + mask[..., None] * torch.tanh(x)
+    storage = x.data_ptr()
+    out = gathered_residual(x, mask, torch.tanh, residual=lambda: x.mul_(2))
+    torch.testing.assert_close(out, expected)
+    assert out.data_ptr() == storage
+
+
+@pytest.mark.parametrize('dispatch', [None, 'mlp', 'attn_mlp', 'layer'])
+def test_evaluation_with_autograd_is_not_broken_by_in_place_updates(dispatch):
+    """Evaluation adds updates into the block's own stream in place; with a
+    gradient asked for (attribution in eval mode) it must not."""
+    torch.manual_seed(0)
+    block = DyTBlock(embed_dims=C, num_heads=HEADS, dispatch=dispatch)
+    block.eval()
+    x = torch.randn(2, N, C, requires_grad=True)
+    out, _ = block(x)
+    out.sum().backward()
+    with torch.no_grad():
+        expected, _ = block(x)
+    torch.testing.assert_close(out, expected)
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -69,20 +69,41 @@ class Adapter(BaseModule):
         """Return the adapter's update of tokens ``x`` (B, N, C)."""
         return self.up(self.dropout(F.relu(self.down(x)))) * self.scale
 
-    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+    def add_to(self,
+               residual: Tensor,
+               x: Tensor,
+               inplace: bool = False) -> Tensor:
         """``residual + self(x)``: the adapter's update added to the
         residual stream.
 
         In evaluation (no dropout, no autocast) the up-projection, the
         scale and the residual add are one ``addmm`` into the residual,
         instead of a matmul and two more passes over the tokens.
+
+        Args:
+            residual (Tensor): The stream (..., C) the update is added to.
+            x (Tensor): The adapter's input (..., C); it may be
+                ``residual`` itself.
+            inplace (bool): Add into ``residual``'s own storage (when it is
+                contiguous), which must be a tensor the caller owns and no
+                autograd graph needs. An in-place ``addmm_`` is cheaper than
+                an out-of-place one, which first copies the residual into
+                its output. Defaults to False.
+
+        Returns:
+            Tensor: ``residual + self(x)``, shaped like ``residual``.
         """
         if self.training or residual.dtype != x.dtype or \
                 torch.is_autocast_enabled(x.device.type):
-            return residual + self(x)
+            update = self(x)
+            return residual.add_(update) if inplace else residual + update
         hidden = F.relu(self.down(x)).flatten(0, -2)
-        out = torch.addmm(residual.flatten(0, -2), hidden, self.up.weight.t(),
-                          alpha=self.scale)
+        flat = residual.flatten(0, -2)
+        weight = self.up.weight.t()
+        if inplace:
+            out = flat.addmm_(hidden, weight, alpha=self.scale)
+        else:
+            out = torch.addmm(flat, hidden, weight, alpha=self.scale)
         return out.add_(self.up.bias, alpha=self.scale).view_as(residual)
 
 
@@ -137,9 +158,14 @@ class MoEAdapter(BaseModule):
         nn.init.trunc_normal_(self.router.weight, std=0.02)
         nn.init.zeros_(self.router.bias)
 
-    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
-        """``residual + self(x)``."""
-        return residual + self(x)
+    def add_to(self,
+               residual: Tensor,
+               x: Tensor,
+               inplace: bool = False) -> Tensor:
+        """``residual + self(x)``, into ``residual`` itself if ``inplace``
+        (as :meth:`Adapter.add_to`)."""
+        update = self(x)
+        return residual.add_(update) if inplace else residual + update
 
     def routing_weights(self, x: Tensor) -> Tensor:
         """Return the per-sample expert weights ``alpha`` (B, num_experts)."""

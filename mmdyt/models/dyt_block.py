@@ -302,7 +302,7 @@ class DyTBlock(BaseModule):
                                        self._attn_bias(x))).to(x.dtype)
             out = x.flatten(0, 1).index_add(0, active_index(full),
                                             update).view_as(x)
-        return self.attn_adapter.add_to(out, x)
+        return self.attn_adapter.add_to(out, x, inplace=not self.training)
 
     def _mlp_part(self, x: Tensor, complete: bool,
                   masks: List[Tensor]) -> Tensor:
@@ -317,14 +317,17 @@ class DyTBlock(BaseModule):
                 out = x + self.drop_path2(
                     self._mlp_update(x) * full[..., None])
             else:
-                # the adapter's update of every token is a fresh tensor the
-                # MLP updates of the active tokens are added into: no copy
-                # of the stream for the scatter
+                # the MLP's updates of the active tokens and the adapter's
+                # of every token are added into the stream itself (a fresh
+                # tensor of this block's, from the attention part) once the
+                # MLP has read it: no copy of the stream
+                inplace = not (torch.is_grad_enabled() and x.requires_grad)
                 return gathered_residual(
                     x, full, self._mlp_update,
-                    residual=self.mlp_adapter.add_to(x, x))
+                    residual=partial(self.mlp_adapter.add_to, x, x,
+                                     inplace=inplace))
         if self.mlp_adapter is not None:
-            out = self.mlp_adapter.add_to(out, x)
+            out = self.mlp_adapter.add_to(out, x, inplace=not self.training)
         return out
 
     def _block_update(self,
@@ -349,7 +352,7 @@ class DyTBlock(BaseModule):
             out = x.index_add(0, index,
                               self._block_update(x.index_select(0, index),
                                                  grid))
-        return self.layer_adapter.add_to(out, x)
+        return self.layer_adapter.add_to(out, x, inplace=not self.training)
 
     def forward(self,
                 x: Tensor,

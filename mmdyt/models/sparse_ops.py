@@ -20,7 +20,8 @@ def active_index(mask: Tensor) -> Tensor:
 def gathered_residual(x: Tensor,
                       mask: Tensor,
                       fn: Callable[[Tensor], Tensor],
-                      residual: Optional[Tensor] = None) -> Tensor:
+                      residual: Optional[Callable[[], Tensor]] = None
+                      ) -> Tensor:
     """Compute ``residual + mask * fn(x)`` running the token-wise ``fn`` on
     active tokens only.
 
@@ -32,28 +33,30 @@ def gathered_residual(x: Tensor,
         x (Tensor): Tokens (B, N, C).
         mask (Tensor): Activation mask (B, N), non-zero for active tokens.
         fn (Callable): A token-wise function ``(M, C) -> (M, C)``.
-        residual (Tensor, optional): The tensor (B, N, C) the update is
-            added to, in place: a fresh tensor the caller owns, such as
-            ``x`` plus another update, so that no copy of ``x`` is made.
-            Defaults to None: ``x`` itself, out of place.
+        residual (Callable, optional): Returns the tensor (B, N, C) the
+            update is added to, in place: a fresh tensor the caller owns,
+            such as ``x`` plus another update, so that no copy of ``x`` is
+            made for the scatter. It is called after ``fn`` has run, so it
+            may update ``x`` itself in place. Defaults to None: ``x``
+            itself, out of place.
 
     Returns:
         Tensor: ``residual + mask * fn(x)``, (B, N, C).
     """
     flat = x.flatten(0, 1)
     index = active_index(mask)
-    out = flat if residual is None else residual.flatten(0, 1)
     # (a shortcut of eager mode: a compiled graph cannot branch on the
     # number of active tokens, and the scatter is right for any number)
-    if not torch.compiler.is_compiling() and index.numel() == flat.shape[0]:
-        update = fn(flat)
-        out = out + update if residual is None else out.add_(update)
-        return out.view_as(x)
+    every = not torch.compiler.is_compiling() and \
+        index.numel() == flat.shape[0]
     # index_select: a row gather, faster on CPU than advanced indexing
-    update = fn(flat.index_select(0, index))
+    update = fn(flat if every else flat.index_select(0, index))
     if residual is None:
-        return out.index_add(0, index, update).view_as(x)
-    return out.index_add_(0, index, update).view_as(x)
+        out = flat + update if every else flat.index_add(0, index, update)
+    else:
+        out = residual().flatten(0, 1)
+        out = out.add_(update) if every else out.index_add_(0, index, update)
+    return out.view_as(x)
 
 
 def query_subset_attention(attn: Attention,

@@ -114,9 +114,11 @@ class IdealSliceDyT(_MLPDispatchPeer):
 
     def mlp_part(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
         active = self.active[index]
-        out = block.mlp_adapter.add_to(x, x)
-        out.flatten(0, 1)[:active].add_(
-            block._mlp_update(x.flatten(0, 1)[:active]))
+        # as DyT's evaluation: the MLP reads the stream, then both updates
+        # are added into it in place
+        update = block._mlp_update(x.flatten(0, 1)[:active])
+        out = block.mlp_adapter.add_to(x, x, inplace=True)
+        out.flatten(0, 1)[:active].add_(update)
         return out
 
 
