@@ -76,6 +76,19 @@ def test_gathered_equals_masked(dispatch, batch, kind, adapter, variant):
     }[dispatch]
 
 
+@pytest.mark.parametrize('dispatch', DISPATCH_MODES)
+def test_complete_evaluation_equals_complete_training(dispatch):
+    """The complete model in evaluation (every token through every
+    sub-layer, ``fc2`` added into the stream in place) equals the plain
+    sums of training."""
+    block = make_block(dispatch)
+    x = torch.randn(2, N, C)
+    trained, _ = block.train()(x, complete=True)
+    with torch.no_grad():
+        evaluated, _ = block.eval()(x, complete=True)
+    torch.testing.assert_close(evaluated, trained, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize('dispatch', ['mlp', 'attn', 'attn_mlp'])
 def test_skipped_tokens_keep_value_plus_adapter(dispatch):
     block = make_block(dispatch).eval()

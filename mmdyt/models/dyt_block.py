@@ -306,29 +306,52 @@ class DyTBlock(BaseModule):
 
     def _mlp_part(self, x: Tensor, complete: bool,
                   masks: List[Tensor]) -> Tensor:
-        if self.mlp_dispatcher is None:
-            out = x + self.drop_path2(self._mlp_update(x))
-        else:
-            mask, full = self._token_masks(self.mlp_dispatcher, x, complete)
+        dispatcher, adapter = self.mlp_dispatcher, self.mlp_adapter
+        full = None  # the mask of all tokens; None: every token is active
+        if dispatcher is not None:
+            mask, full = self._token_masks(dispatcher, x, complete)
             masks.append(mask)
             if complete:
-                out = x + self.drop_path2(self._mlp_update(x))
-            elif self.training:
-                out = x + self.drop_path2(
-                    self._mlp_update(x) * full[..., None])
-            else:
-                # the MLP's updates of the active tokens and the adapter's
-                # of every token are added into the stream itself (a fresh
-                # tensor of this block's, from the attention part) once the
-                # MLP has read it: no copy of the stream
-                inplace = not (torch.is_grad_enabled() and x.requires_grad)
-                return gathered_residual(
-                    x, full, self._mlp_update,
-                    residual=partial(self.mlp_adapter.add_to, x, x,
-                                     inplace=inplace))
-        if self.mlp_adapter is not None:
-            out = self.mlp_adapter.add_to(out, x, inplace=not self.training)
-        return out
+                full = None
+        if not self.training:
+            return self._eval_mlp_part(x, full)
+        update = self._mlp_update(x)
+        if full is not None:
+            update = update * full[..., None]
+        out = x + self.drop_path2(update)
+        return out if adapter is None else adapter.add_to(out, x)
+
+    def _eval_mlp_part(self, x: Tensor, full: Optional[Tensor]) -> Tensor:
+        """``x + full * MLP(LN2(x)) + Adapter(x)`` in evaluation; the MLP
+        runs on the active tokens of ``full`` (B, N) only, on every token if
+        it is None.
+
+        ``x`` is this block's own stream (the attention part's output).
+        Once the MLP and the adapter have read it, their updates are added
+        into it in place (unless autograd needs it): no copy of the stream
+        for the scatter, and with every token active ``fc2`` is an
+        ``addmm_`` into it (no buffer for its output, no separate add).
+        """
+        inplace = not (torch.is_grad_enabled() and x.requires_grad)
+        adapter = self.mlp_adapter
+
+        def residual() -> Tensor:
+            if adapter is not None:
+                return adapter.add_to(x, x, inplace=inplace)
+            return x if inplace else x.clone()
+
+        if full is not None:
+            return gathered_residual(x, full, self._mlp_update, residual)
+        if not isinstance(self.ls2, nn.Identity) or \
+                torch.is_autocast_enabled(x.device.type):
+            update = self._mlp_update(x)
+            return residual().add_(update)
+        mlp = self.mlp  # timm's Mlp; its dropouts are off in evaluation
+        hidden = mlp.norm(mlp.act(mlp.fc1(self.norm2(x)))).flatten(0, 1)
+        out = residual().flatten(0, 1).addmm_(hidden, mlp.fc2.weight.t())
+        if mlp.fc2.bias is not None:
+            out.add_(mlp.fc2.bias)
+        return out.view_as(x)
 
     def _block_update(self,
                       x: Tensor,
