@@ -2,7 +2,7 @@
 # Every command behind BENCHMARKS.md, in one run: FLOPs of the recipes, then
 # speed (backbones, then whole models), one command at a time (a benchmark
 # beside another job measures the contention). JSON into benchmarks/, each
-# command's output into work_dirs/benchmarks/<name>.log. About 55 minutes on
+# command's output into work_dirs/benchmarks/<name>.log. About 65 minutes on
 # a 2-core CPU. `make benchmarks` runs it; `ONLY=speed_whole` (a name
 # prefix) runs a subset.
 set -euo pipefail
@@ -45,7 +45,7 @@ speed vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
 speed vit_b_224_b8_long --preset vit-b-224 --batch 8 --rate 0.5 --threads 1 2 \
     --repeats 30
 speed vit_b_224_b32 --preset vit-b-224 --batch 32 --rate 0.5 --threads 1 2 \
-    --warmup 1 --repeats 5
+    --warmup 1 --repeats 10
 speed vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 --threads 1 2 \
     --warmup 1 --repeats 8
 speed vit_b_video --preset vit-b-video --batch 1 --rate 0.5 --threads 2 \
