@@ -340,7 +340,11 @@ class DyTBlock(BaseModule):
                 return adapter.add_to(x, x, inplace=inplace)
             return x if inplace else x.clone()
 
-        if full is not None:
+        # every token active (eager mode only: a compiled graph cannot
+        # branch on it): the MLP runs on the stream itself, as without a
+        # dispatcher, with no gather and no scatter
+        if full is not None and (torch.compiler.is_compiling()
+                                 or not bool(full.all())):
             return gathered_residual(x, full, self._mlp_update, residual)
         if not isinstance(self.ls2, nn.Identity) or \
                 torch.is_autocast_enabled(x.device.type):

@@ -26,8 +26,9 @@ def gathered_residual(x: Tensor,
     active tokens only.
 
     The batch is flattened to ``(B*N, C)`` so that images with different
-    numbers of active tokens need no padding. When every token is active,
-    ``fn`` runs on ``x`` directly: no gather, no scatter.
+    numbers of active tokens need no padding. The result is right for any
+    number of active tokens; a caller that knows every token is active can
+    skip the gather and the scatter (as :class:`DyTBlock` does).
 
     Args:
         x (Tensor): Tokens (B, N, C).
@@ -45,18 +46,11 @@ def gathered_residual(x: Tensor,
     """
     flat = x.flatten(0, 1)
     index = active_index(mask)
-    # (a shortcut of eager mode: a compiled graph cannot branch on the
-    # number of active tokens, and the scatter is right for any number)
-    every = not torch.compiler.is_compiling() and \
-        index.numel() == flat.shape[0]
     # index_select: a row gather, faster on CPU than advanced indexing
-    update = fn(flat if every else flat.index_select(0, index))
+    update = fn(flat.index_select(0, index))
     if residual is None:
-        out = flat + update if every else flat.index_add(0, index, update)
-    else:
-        out = residual().flatten(0, 1)
-        out = out.add_(update) if every else out.index_add_(0, index, update)
-    return out.view_as(x)
+        return flat.index_add(0, index, update).view_as(x)
+    return residual().flatten(0, 1).index_add_(0, index, update).view_as(x)
 
 
 def query_subset_attention(attn: Attention,
