@@ -2,13 +2,16 @@
 
 mmengine's :class:`~mmengine.analysis.FlopAnalyzer` (a port of fvcore's)
 traces a forward and counts multiply-accumulates per operator. It has no
-rule for two operators mmdyt's models use, so they would count as zero:
+rule for three operators mmdyt's models use, so they would count as zero:
 
 - ``aten::scaled_dot_product_attention``: timm's attention and DyT's
   query-subset attention (counted as its two matmuls);
-- ``aten::baddbmm``: the merged MoE-adapter (counted as its batched matmul).
+- ``aten::baddbmm``: the merged MoE-adapter (counted as its batched matmul);
+- ``aten::addmm_``: the in-place matmuls of DyT's evaluation, which add the
+  adapter's up-projection and the MLP's ``fc2`` into the stream (counted as
+  ``aten::addmm``).
 
-:func:`count_flops` adds both rules; heads, necks and whole models are then
+:func:`count_flops` adds these rules; heads, necks and whole models are then
 counted as mmengine counts them.
 """
 from math import prod
@@ -16,7 +19,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import get_shape
+from mmengine.analysis.jit_handles import addmm_flop_jit, get_shape
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -43,6 +46,7 @@ def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 EXTRA_OP_HANDLES = {
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
     'aten::baddbmm': baddbmm_flop_jit,
+    'aten::addmm_': addmm_flop_jit,
 }
 
 
