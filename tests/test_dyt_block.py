@@ -208,33 +208,35 @@ def test_unknown_dispatch():
 
 @pytest.mark.parametrize('rate', [0.5, 1.0])
 def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
-    from mmdyt.models.sparse_ops import gathered_residual
+    from mmdyt.models.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()
     residual = torch.randn(2, 6, 4)
     expected = residual + mask[..., None] * torch.tanh(x)
     storage = residual.data_ptr()
-    out = gathered_residual(x, mask, torch.tanh, residual=lambda: residual)
+    out = gathered_residual(x, active_index(mask), torch.tanh,
+                            residual=lambda: residual)
     torch.testing.assert_close(out, expected)
     assert out.data_ptr() == storage  # no new (B, N, C) buffer
     torch.testing.assert_close(residual, expected)
     x_before = x.clone()
     torch.testing.assert_close(
-        gathered_residual(x, mask, torch.tanh),
+        gathered_residual(x, active_index(mask), torch.tanh),
         x_before + mask[..., None] * torch.tanh(x_before))
     torch.testing.assert_close(x, x_before)  # x is left alone
 
 
 @pytest.mark.parametrize('rate', [0.0, 0.5, 1.0])
 def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
-    from mmdyt.models.sparse_ops import gathered_residual
+    from mmdyt.models.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()
     expected = 2 * x + mask[..., None] * torch.tanh(x)
     storage = x.data_ptr()
-    out = gathered_residual(x, mask, torch.tanh, residual=lambda: x.mul_(2))
+    out = gathered_residual(x, active_index(mask), torch.tanh,
+                            residual=lambda: x.mul_(2))
     torch.testing.assert_close(out, expected)
     assert out.data_ptr() == storage
 

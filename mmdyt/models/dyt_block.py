@@ -340,12 +340,13 @@ class DyTBlock(BaseModule):
                 return adapter.add_to(x, x, inplace=inplace)
             return x if inplace else x.clone()
 
-        # every token active (eager mode only: a compiled graph cannot
-        # branch on it): the MLP runs on the stream itself, as without a
-        # dispatcher, with no gather and no scatter
-        if full is not None and (torch.compiler.is_compiling()
-                                 or not bool(full.all())):
-            return gathered_residual(x, full, self._mlp_update, residual)
+        if full is not None:
+            index = active_index(full)
+            # with every token active (known in eager mode only: a compiled
+            # graph cannot branch on it), the MLP runs on the stream itself,
+            # as without a dispatcher: no gather, no scatter
+            if torch.compiler.is_compiling() or index.numel() < full.numel():
+                return gathered_residual(x, index, self._mlp_update, residual)
         if not isinstance(self.ls2, nn.Identity) or \
                 torch.is_autocast_enabled(x.device.type):
             update = self._mlp_update(x)

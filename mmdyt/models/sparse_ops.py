@@ -18,12 +18,12 @@ def active_index(mask: Tensor) -> Tensor:
 
 
 def gathered_residual(x: Tensor,
-                      mask: Tensor,
+                      index: Tensor,
                       fn: Callable[[Tensor], Tensor],
                       residual: Optional[Callable[[], Tensor]] = None
                       ) -> Tensor:
     """Compute ``residual + mask * fn(x)`` running the token-wise ``fn`` on
-    active tokens only.
+    the active tokens only, those of ``index`` (the mask's non-zeros).
 
     The batch is flattened to ``(B*N, C)`` so that images with different
     numbers of active tokens need no padding. The result is right for any
@@ -32,7 +32,8 @@ def gathered_residual(x: Tensor,
 
     Args:
         x (Tensor): Tokens (B, N, C).
-        mask (Tensor): Activation mask (B, N), non-zero for active tokens.
+        index (Tensor): The active tokens' flat indices into ``B*N``
+            (:func:`active_index` of the (B, N) mask).
         fn (Callable): A token-wise function ``(M, C) -> (M, C)``.
         residual (Callable, optional): Returns the tensor (B, N, C) the
             update is added to, in place: a fresh tensor the caller owns,
@@ -45,7 +46,6 @@ def gathered_residual(x: Tensor,
         Tensor: ``residual + mask * fn(x)``, (B, N, C).
     """
     flat = x.flatten(0, 1)
-    index = active_index(mask)
     # index_select: a row gather, faster on CPU than advanced indexing
     update = fn(flat.index_select(0, index))
     if residual is None:
