@@ -22,6 +22,11 @@ def _check_adapter_args(bottleneck: int, scale: float, dropout: float) -> None:
         raise ValueError(f'dropout must be in [0, 1), got {dropout!r}')
 
 
+def _added(residual: Tensor, update: Tensor, inplace: bool) -> Tensor:
+    """``residual + update``, into ``residual`` itself if ``inplace``."""
+    return residual.add_(update) if inplace else residual + update
+
+
 @register('MODELS')
 @suggest_unknown_arguments
 class Adapter(BaseModule):
@@ -95,8 +100,7 @@ class Adapter(BaseModule):
         """
         if self.training or residual.dtype != x.dtype or \
                 torch.is_autocast_enabled(x.device.type):
-            update = self(x)
-            return residual.add_(update) if inplace else residual + update
+            return _added(residual, self(x), inplace)
         hidden = F.relu(self.down(x)).flatten(0, -2)
         flat = residual.flatten(0, -2)
         weight = self.up.weight.t()
@@ -164,8 +168,7 @@ class MoEAdapter(BaseModule):
                inplace: bool = False) -> Tensor:
         """``residual + self(x)``, into ``residual`` itself if ``inplace``
         (as :meth:`Adapter.add_to`)."""
-        update = self(x)
-        return residual.add_(update) if inplace else residual + update
+        return _added(residual, self(x), inplace)
 
     def routing_weights(self, x: Tensor) -> Tensor:
         """Return the per-sample expert weights ``alpha`` (B, num_experts)."""

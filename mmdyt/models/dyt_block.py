@@ -302,7 +302,8 @@ class DyTBlock(BaseModule):
                                        self._attn_bias(x))).to(x.dtype)
             out = x.flatten(0, 1).index_add(0, active_index(full),
                                             update).view_as(x)
-        return self.attn_adapter.add_to(out, x, inplace=not self.training)
+        # (out is a fresh tensor of this block's: the adapter adds into it)
+        return self.attn_adapter.add_to(out, x, inplace=True)
 
     def _mlp_part(self, x: Tensor, complete: bool,
                   masks: List[Tensor]) -> Tensor:
@@ -319,7 +320,7 @@ class DyTBlock(BaseModule):
         if full is not None:
             update = update * full[..., None]
         out = x + self.drop_path2(update)
-        return out if adapter is None else adapter.add_to(out, x)
+        return out if adapter is None else adapter.add_to(out, x, inplace=True)
 
     def _eval_mlp_part(self, x: Tensor, full: Optional[Tensor]) -> Tensor:
         """``x + full * MLP(LN2(x)) + Adapter(x)`` in evaluation; the MLP
@@ -380,7 +381,7 @@ class DyTBlock(BaseModule):
             out = x.index_add(0, index,
                               self._block_update(x.index_select(0, index),
                                                  grid))
-        return self.layer_adapter.add_to(out, x, inplace=not self.training)
+        return self.layer_adapter.add_to(out, x, inplace=True)
 
     def forward(self,
                 x: Tensor,
