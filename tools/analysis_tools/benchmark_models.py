@@ -299,21 +299,26 @@ def _bias_for_rate(scores: Tensor, rate: float) -> float:
     return float(-(ordered[count - active - 1] + ordered[count - active]) / 2)
 
 
-def ratio_fields(times: Dict[str, List[float]], key: str, num: str,
-                 den: str, seed: int = 0) -> dict:
-    """Row fields of the time ratio of two models: ``key``, the ratio of
-    the medians ``times[num] / times[den]``, and ``key_ci``, its 95%
-    bootstrap interval (:func:`bootstrap_ratio`), rounded to 4 digits.
+def ratio_fields(times: Dict[str, List[float]],
+                 *specs: Tuple[str, str, str],
+                 seed: int = 0) -> dict:
+    """Row fields of time ratios: for each ``(key, num, den)`` of ``specs``,
+    ``key``, the ratio of the medians ``times[num] / times[den]``, and
+    ``key_ci``, its 95% bootstrap interval (:func:`bootstrap_ratio`), rounded
+    to 4 digits.
 
     Args:
         times (dict[str, list[float]]): Per-round times by model name.
-        key (str): The field name.
-        num (str): The model in the numerator.
-        den (str): The model in the denominator.
+        *specs (tuple[str, str, str]): The field name, the model in the
+            numerator and the one in the denominator, per ratio.
         seed (int): Seed of the resampling. Defaults to 0.
     """
-    value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
-    return {key: round(value, 4), f'{key}_ci': [round(low, 4), round(high, 4)]}
+    fields = {}
+    for key, num, den in specs:
+        value, low, high = bootstrap_ratio(times[num], times[den], seed=seed)
+        fields[key] = round(value, 4)
+        fields[f'{key}_ci'] = [round(low, 4), round(high, 4)]
+    return fields
 
 
 def _efficiency(row: dict, speedup: str, key: str, bound: float) -> dict:
@@ -496,26 +501,20 @@ def benchmark_setting(models: BenchmarkModels,
     }
     flops_speedup = gflops['dense'] / gflops['dyt']
 
-    def ratios(*specs: Tuple[str, str, str]) -> dict:
-        return {
-            k: v
-            for key, num, den in specs
-            for k, v in ratio_fields(times, key, num, den, seed).items()
-        }
-
     row = dict(
         setting=setting,
         batch=batch,
         rate=round(measured, 4),
         **{f'{name}_ms': round(value, 2)
            for name, value in ms.items()},
-        **ratios(('speedup', 'dense', 'dyt'),
-                 ('reference_speedup', 'dense', 'reference'),
-                 ('dyt_vs_reference', 'reference', 'dyt'),
-                 ('adapter_vs_dense', 'adapter', 'dense'),
-                 ('noise_control', 'dense_again', 'dense'),
-                 ('ideal_speedup', 'dense', 'ideal'),
-                 ('dyt_vs_ideal', 'ideal', 'dyt')),
+        **ratio_fields(times, ('speedup', 'dense', 'dyt'),
+                       ('reference_speedup', 'dense', 'reference'),
+                       ('dyt_vs_reference', 'reference', 'dyt'),
+                       ('adapter_vs_dense', 'adapter', 'dense'),
+                       ('noise_control', 'dense_again', 'dense'),
+                       ('ideal_speedup', 'dense', 'ideal'),
+                       ('dyt_vs_ideal', 'ideal', 'dyt'),
+                       seed=seed),
         flops_speedup=round(flops_speedup, 4),
         dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
         dense_gflops=round(gflops['dense'], 6),
@@ -527,10 +526,13 @@ def benchmark_setting(models: BenchmarkModels,
     row.update(_efficiency(row, 'speedup', 'efficiency', flops_speedup))
     if models.compiled:
         row.update(
-            ratios(('compiled_speedup', 'dense_compiled', 'dyt_compiled'),
-                   ('dense_compile_gain', 'dense', 'dense_compiled'),
-                   ('dyt_compile_gain', 'dyt', 'dyt_compiled'),
-                   ('dyt_compiled_vs_dense', 'dense', 'dyt_compiled')))
+            ratio_fields(
+                times,
+                ('compiled_speedup', 'dense_compiled', 'dyt_compiled'),
+                ('dense_compile_gain', 'dense', 'dense_compiled'),
+                ('dyt_compile_gain', 'dyt', 'dyt_compiled'),
+                ('dyt_compiled_vs_dense', 'dense', 'dyt_compiled'),
+                seed=seed))
         row.update(
             _efficiency(row, 'compiled_speedup', 'compiled_efficiency',
                         flops_speedup))

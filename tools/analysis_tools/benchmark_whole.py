@@ -198,7 +198,10 @@ def benchmark_whole(models: WholeModels,
     times = time_interleaved(models.forwards(input_size, batch), inputs,
                              warmup, repeats, timer)
 
-    vs_adapter = ratio_fields(times, 'dyt_vs_adapter', 'adapter', 'dyt', seed)
+    ratios = ratio_fields(times, ('dyt_vs_adapter', 'adapter', 'dyt'),
+                          ('speedup', 'dense', 'dyt'),
+                          ('noise_control', 'dense_again', 'dense'),
+                          seed=seed)
     return dict(
         setting=setting,
         batch=batch,
@@ -208,13 +211,11 @@ def benchmark_whole(models: WholeModels,
         parts=' + '.join(('backbone', ) + report.inference_parts),
         **{f'{name}_ms': round(statistics.median(times[name]), 2)
            for name in WHOLE_MODEL_NAMES},
-        **vs_adapter,
-        **ratio_fields(times, 'speedup', 'dense', 'dyt', seed),
-        **ratio_fields(times, 'noise_control', 'dense_again', 'dense', seed),
+        **ratios,
         **{f'{name}_gflops': round(value, 6)
            for name, value in gflops.items()},
         flops_dyt_vs_adapter=round(gflops['adapter'] / gflops['dyt'], 4),
-        latency_saved=round(1 - 1 / vs_adapter['dyt_vs_adapter'], 4),
+        latency_saved=round(1 - 1 / ratios['dyt_vs_adapter'], 4),
         flops_saved=round(1 - gflops['dyt'] / gflops['adapter'], 4),
         threads=torch.get_num_threads(),
         repeats=repeats)
