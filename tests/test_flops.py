@@ -99,6 +99,15 @@ def test_gathered_eval_path_matches_counter(dispatch, adapter):
     assert count_flops(model, inputs) == pytest.approx(analytic, rel=1e-4)
 
 
+def test_prepacked_model_counts_as_the_plain_one():
+    """A traced pre-packed model runs (and counts) the plain kernels."""
+    model = random_dyt('mlp', prepack_weights=True)
+    plain = random_dyt('mlp')
+    plain.load_state_dict(model.state_dict())
+    inputs = torch.randn(1, 3, 32, 32)
+    assert count_flops(model, inputs) == count_flops(plain, inputs) > 0
+
+
 def test_video_is_frames_times_image():
     model = random_dyt('mlp')
     video = torch.randn(1, 3, 5, 32, 32)

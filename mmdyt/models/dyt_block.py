@@ -11,6 +11,7 @@ from torch import Tensor
 from mmdyt.registry import build_model
 from mmdyt.utils.args import suggest_unknown_arguments
 from .dispatcher import TokenDispatcher
+from .prepacked_linear import add_linear_
 from .rel_pos_bias import RelativePositionBias
 from .sparse_ops import active_index, gathered_residual, query_subset_attention
 from .window_attention import WindowAttention
@@ -331,7 +332,9 @@ class DyTBlock(BaseModule):
         Once the MLP and the adapter have read it, their updates are added
         into it in place (unless autograd needs it): no copy of the stream
         for the scatter, and with every token active ``fc2`` is an
-        ``addmm_`` into it (no buffer for its output, no separate add).
+        ``addmm_`` into it (no buffer for its output, no separate add), or
+        with a pre-packed ``fc2`` one oneDNN matmul-and-add
+        (:func:`~mmdyt.models.prepacked_linear.add_linear_`).
         """
         inplace = not (torch.is_grad_enabled() and x.requires_grad)
         adapter = self.mlp_adapter
@@ -354,10 +357,8 @@ class DyTBlock(BaseModule):
             return residual().add_(update)
         mlp = self.mlp  # timm's Mlp; its dropouts are off in evaluation
         hidden = mlp.norm(mlp.act(mlp.fc1(self.norm2(x)))).flatten(0, 1)
-        out = residual().flatten(0, 1).addmm_(hidden, mlp.fc2.weight.t())
-        if mlp.fc2.bias is not None:
-            out.add_(mlp.fc2.bias)
-        return out.view_as(x)
+        return add_linear_(residual().flatten(0, 1), hidden,
+                           mlp.fc2).view_as(x)
 
     def _block_update(self,
                       x: Tensor,

@@ -17,6 +17,7 @@ from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
 from ..dispatcher import TokenDispatcher, mean_rate
 from ..dyt_block import DyTBlock, check_dispatch
+from ..prepacked_linear import prepack_block
 from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
                           load_vit_checkpoint, resample_pos_embed,
                           strip_frozen_weights)
@@ -161,6 +162,15 @@ class DyTViT(BaseModule):
             checkpoint, which ``init_weights()`` loads (see
             :mod:`~mmdyt.models.backbones.vit_weights`). Needs
             ``frozen=True``. Defaults to False.
+        prepack_weights (bool): Pre-pack the weights of the pre-trained
+            attention and MLP projections for oneDNN
+            (:class:`~mmdyt.models.prepacked_linear.PrepackedLinear`):
+            faster CPU float32 inference where a matmul has up to 512
+            tokens (one 224 x 224 image; BENCHMARKS.md, section 3). It
+            costs one more copy of those weights in memory, and results
+            differ from the plain kernel's by float32 rounding. Training,
+            other devices and ``torch.compile`` run as without it; state
+            dicts are unchanged. Defaults to False.
         check_finite (bool, optional): Raise a clear error for NaN or
             infinite inputs. Checking reads a value back from the device,
             which stalls a GPU stream, so by default (None) only inputs on
@@ -232,6 +242,7 @@ class DyTViT(BaseModule):
                  with_cp: bool = False,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
+                 prepack_weights: bool = False,
                  check_finite: Optional[bool] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -310,6 +321,10 @@ class DyTViT(BaseModule):
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None
+        self.prepack_weights = prepack_weights
+        if prepack_weights:
+            for block in self.blocks:
+                prepack_block(block)
 
         self._init_vit_weights()
         self.save_trainable_only = save_trainable_only
