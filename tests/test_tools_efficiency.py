@@ -360,6 +360,52 @@ def test_benchmark_compiled_peers(tmp_path, restore_threads):
     assert low <= row['compiled_speedup'] <= high
 
 
+def test_benchmark_prepacked_peers(restore_threads):
+    """--prepack adds the dense model and DyT with pre-packed weights."""
+    (row, ) = load_tool('benchmark').main([
+        '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
+        '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1',
+        '--prepack'
+    ])
+    for key in ('dense_prepacked_ms', 'dyt_prepacked_ms', 'prepacked_speedup',
+                'prepacked_efficiency', 'dense_prepack_gain',
+                'dyt_prepack_gain', 'dyt_prepacked_vs_dense'):
+        assert row[key] > 0, key
+    assert row['dyt_prepack_gain'] == pytest.approx(
+        row['dyt_ms'] / row['dyt_prepacked_ms'], rel=0.01)
+    assert row['prepacked_efficiency'] == pytest.approx(
+        row['prepacked_speedup'] / row['flops_speedup'], abs=1e-3)
+
+
+def test_prepacked_copy_shares_weights_and_dispatch(tiny_models):
+    """The pre-packed peers share every parameter with their models (a
+    dispatcher bias set on DyT holds for its peer) and compute the same."""
+    from benchmark_peers import prepacked_copy
+
+    from mmdyt.models.prepacked_linear import PrepackedLinear
+    models = tiny_models
+    dyt = prepacked_copy(models.dyt)
+    dense = prepacked_copy(models.dense)
+    for peer, model in ((dyt, models.dyt), (dense, models.dense)):
+        for (name, a), (_, b) in zip(peer.named_parameters(),
+                                     model.named_parameters()):
+            assert a is b, name
+    packed = [m for m in dense.modules() if isinstance(m, PrepackedLinear)]
+    assert len(packed) == 4 * len(dense.vit.blocks)
+    inputs = torch.randn(2, 3, 64, 64)
+    set_activation_rate(models.dyt, inputs, 0.25)
+    with torch.inference_mode():
+        (want, ), masks = models.dyt.forward_with_masks(inputs)
+        (got, ), peer_masks = dyt.forward_with_masks(inputs)
+        torch.testing.assert_close(dense(inputs), models.dense(inputs),
+                                   atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(peer_masks, masks))
+    assert float(torch.cat(peer_masks).float().mean()) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match='no ViT block'):
+        prepacked_copy(torch.nn.Linear(4, 4))
+
+
 def test_vitdet_benchmark_models_share_weights_with_timm_sam():
     """The detection preset's models: timm's SAM blocks as the dense peer,
     DyT and the reference gather in windowed and global blocks."""

@@ -16,6 +16,7 @@ Examples::
     python benchmark.py --preset vit-b-224 --batch 8 --rate 1.0
     python benchmark.py --preset vitdet-b-1024 --rate 0.5 --repeats 5
     python benchmark.py --preset vit-b-224 --batch 1 --compile  # + compiled
+    python benchmark.py --preset vit-b-224 --batch 1 --prepack  # + packed
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
     python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
         --rate 0.5 --batch 1   # the whole segmentor (benchmark_whole.py)
@@ -28,8 +29,9 @@ from typing import List, Optional
 import torch
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from benchmark_models import (COMPILED_COLUMNS, PRESETS, benchmark_setting,
-                              build_benchmark_models, format_markdown)
+from benchmark_models import (COMPILED_COLUMNS, PREPACKED_COLUMNS, PRESETS,
+                              benchmark_setting, build_benchmark_models,
+                              format_markdown)
 from benchmark_peers import reset_compiled
 from benchmark_whole import (benchmark_whole, build_whole_models,
                              format_whole_markdown)
@@ -89,6 +91,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--compile-backend',
         default='inductor',
         help='the torch.compile backend of --compile (default: inductor)')
+    parser.add_argument(
+        '--prepack',
+        action='store_true',
+        help='add the dense model and DyT with the weights of their blocks '
+        'pre-packed for oneDNN (DyTViT(prepack_weights=True)) as eager '
+        'peers')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args(argv)
@@ -180,6 +188,8 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
     models = build_benchmark_models(
         setting['arch'], setting['img_size'], seed=args.seed,
         vitdet=setting.get('vitdet', False))
+    if args.prepack:
+        models.prepack()
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
@@ -206,6 +216,9 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
     if args.compile:
         print(f'\ntorch.compile ({args.compile_backend}):\n')
         print(format_markdown(rows, COMPILED_COLUMNS))
+    if args.prepack:
+        print('\npre-packed weights (eager):\n')
+        print(format_markdown(rows, PREPACKED_COLUMNS))
     return rows
 
 

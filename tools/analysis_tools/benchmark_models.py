@@ -21,6 +21,9 @@ inputs (:func:`build_benchmark_models`):
   (``benchmark_peers.IdealSliceDyT``).
 - with ``compile=True``, ``dense_compiled`` and ``dyt_compiled``: the dense
   model and DyT under ``torch.compile`` (``benchmark_peers``).
+- with ``prepack=True``, ``dense_prepacked`` and ``dyt_prepacked``: the
+  dense model and DyT in eager mode with pre-packed weights
+  (``benchmark_peers.prepacked_copy``).
 
 ``dyt``, ``reference`` and ``adapter`` share their adapter weights too.
 The weights are random (nothing is downloaded): speed depends on how many
@@ -52,7 +55,7 @@ from mmdyt.models import DyTViT
 from mmdyt.models.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
 from benchmark_peers import (IdealSliceDyT, ReferenceGatherDyT,
-                             compile_for_benchmark)
+                             compile_for_benchmark, prepacked_copy)
 
 #: Named benchmark settings: ViT-B/16 for image classification, the
 #: segmentation backbone and 8-frame clips.
@@ -87,6 +90,9 @@ MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt', 'reference',
 
 #: Names of the compiled peers (``BenchmarkModels.compile``).
 COMPILED_NAMES = ('dense_compiled', 'dyt_compiled')
+
+#: Names of the pre-packed peers (``BenchmarkModels.prepack``).
+PREPACKED_NAMES = ('dense_prepacked', 'dyt_prepacked')
 
 
 class DenseViT(nn.Module):
@@ -134,6 +140,7 @@ class BenchmarkModels:
     reference: ReferenceGatherDyT
     ideal: IdealSliceDyT
     compiled: Dict[str, nn.Module] = field(default_factory=dict)
+    prepacked: Dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def dense_again(self) -> DenseViT:
@@ -152,9 +159,19 @@ class BenchmarkModels:
             dense_compiled=compile_for_benchmark(self.dense, backend),
             dyt_compiled=compile_for_benchmark(self.dyt, backend))
 
+    def prepack(self) -> None:
+        """Add the dense model and DyT with pre-packed weights (sharing
+        their parameters, ``benchmark_peers.prepacked_copy``)."""
+        self.prepacked = dict(dense_prepacked=prepacked_copy(self.dense),
+                              dyt_prepacked=prepacked_copy(self.dyt))
+
+    def peers(self) -> Dict[str, nn.Module]:
+        """The compiled and pre-packed peers, by name."""
+        return dict(self.compiled, **self.prepacked)
+
     def as_dict(self) -> Dict[str, nn.Module]:
         return dict({name: getattr(self, name)
-                     for name in MODEL_NAMES}, **self.compiled)
+                     for name in MODEL_NAMES}, **self.peers())
 
 
 def build_benchmark_models(arch: str = 'base',
@@ -410,19 +427,21 @@ def time_interleaved(models: Dict[str, Callable[[Tensor], object]],
     return times
 
 
-def _check_compiled(models: BenchmarkModels, inputs: Tensor) -> None:
-    """Raise if a compiled model's output differs from its eager model's
-    on the benchmark input (compiling must not change what is timed)."""
+def _check_peers(models: BenchmarkModels, inputs: Tensor) -> None:
+    """Raise if a compiled or pre-packed model's output differs from its
+    eager model's on the benchmark input (neither may change what is
+    timed)."""
     with torch.inference_mode():
-        for name, eager in (('dense', models.dense), ('dyt', models.dyt)):
-            want = eager(inputs)
-            got = models.compiled[f'{name}_compiled'](inputs)
+        for peer, model in models.peers().items():
+            name, _, how = peer.partition('_')
+            want = getattr(models, name)(inputs)
+            got = model(inputs)
             want, got = (torch.stack(list(v)) if isinstance(v, tuple) else v
                          for v in (want, got))
             err = float((want - got).abs().max())
             if err > 1e-3 * float(want.abs().max()):
-                raise RuntimeError(f'torch.compile changed the {name} '
-                                   f'model\'s output (max error {err:.3g})')
+                raise RuntimeError(f'{how} changed the {name} model\'s '
+                                   f'output (max error {err:.3g})')
 
 
 def benchmark_setting(models: BenchmarkModels,
@@ -467,7 +486,9 @@ def benchmark_setting(models: BenchmarkModels,
         (compiled dense / compiled DyT time), ``compiled_efficiency``,
         ``dense_compile_gain`` and ``dyt_compile_gain`` (eager / compiled
         time of each) and ``dyt_compiled_vs_dense`` (eager dense / compiled
-        DyT time).
+        DyT time). With pre-packed peers likewise ``prepacked_speedup``,
+        ``prepacked_efficiency``, ``dense_prepack_gain``,
+        ``dyt_prepack_gain`` and ``dyt_prepacked_vs_dense``.
     """
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, img_size, img_size) if num_frames is None else \
@@ -480,8 +501,7 @@ def benchmark_setting(models: BenchmarkModels,
         masks = dyt.forward_with_masks(inputs)[1]
     site_rates = [float(m.float().mean()) for m in masks]
     models.ideal.set_active(masks)
-    if models.compiled:
-        _check_compiled(models, inputs)
+    _check_peers(models, inputs)
     measured = float(mean_rate(masks))
 
     size = (img_size, img_size)
@@ -536,6 +556,18 @@ def benchmark_setting(models: BenchmarkModels,
         row.update(
             _efficiency(row, 'compiled_speedup', 'compiled_efficiency',
                         flops_speedup))
+    if models.prepacked:
+        row.update(
+            ratio_fields(
+                times,
+                ('prepacked_speedup', 'dense_prepacked', 'dyt_prepacked'),
+                ('dense_prepack_gain', 'dense', 'dense_prepacked'),
+                ('dyt_prepack_gain', 'dyt', 'dyt_prepacked'),
+                ('dyt_prepacked_vs_dense', 'dense', 'dyt_prepacked'),
+                seed=seed))
+        row.update(
+            _efficiency(row, 'prepacked_speedup', 'prepacked_efficiency',
+                        flops_speedup))
     print_log(
         f'{setting} batch {batch}, {row["threads"]} threads: rate '
         f'{measured:.3f}, speedup {row["speedup"]:.3f} '
@@ -573,6 +605,23 @@ COMPILED_COLUMNS = (
     ('compiling: dense gain', 'dense_compile_gain', None),
     ('compiling: DyT gain', 'dyt_compile_gain', None),
     ('compiled DyT vs eager dense', 'dyt_compiled_vs_dense', None),
+)
+
+
+#: Columns of the pre-packed peers' table (rows of a ``--prepack`` run).
+PREPACKED_COLUMNS = (
+    ('setting', 'setting', None),
+    ('threads', 'threads', None),
+    ('batch', 'batch', None),
+    ('pre-packed DyT speedup', 'prepacked_speedup', 'prepacked_speedup_ci'),
+    ('FLOPs bound', 'flops_speedup', None),
+    ('pre-packed efficiency', 'prepacked_efficiency',
+     'prepacked_efficiency_ci'),
+    ('pre-packing: dense gain', 'dense_prepack_gain',
+     'dense_prepack_gain_ci'),
+    ('pre-packing: DyT gain', 'dyt_prepack_gain', 'dyt_prepack_gain_ci'),
+    ('pre-packed DyT vs eager dense', 'dyt_prepacked_vs_dense',
+     'dyt_prepacked_vs_dense_ci'),
 )
 
 

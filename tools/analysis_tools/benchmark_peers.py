@@ -15,7 +15,12 @@
 - ``dense_compiled`` and ``dyt_compiled``: the dense ViT and DyT under
   ``torch.compile`` (inductor with freezing by default), with
   :func:`compile_for_benchmark`.
+- ``dense_prepacked`` and ``dyt_prepacked``: the dense ViT and DyT in eager
+  mode with their blocks' linear layers pre-packed for oneDNN
+  (:func:`prepacked_copy`, ``mmdyt.models.prepacked_linear``).
 """
+import copy
+import itertools
 from typing import List, Sequence
 
 import torch
@@ -24,6 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmdyt.models import DyTViT
+from mmdyt.models.prepacked_linear import BLOCK_LINEARS, prepack_block
 
 
 class _MLPDispatchPeer(nn.Module):
@@ -148,3 +154,40 @@ def compile_for_benchmark(model: nn.Module,
 def reset_compiled() -> None:
     """Forget every compiled graph (after a thread-count change)."""
     torch._dynamo.reset()
+
+
+def _is_vit_block(module: nn.Module) -> bool:
+    """Whether ``module`` has the linear layers of a ViT block
+    (:data:`~mmdyt.models.prepacked_linear.BLOCK_LINEARS`)."""
+    try:
+        return all(
+            isinstance(module.get_submodule(name), nn.Linear)
+            for name in BLOCK_LINEARS)
+    except AttributeError:
+        return False
+
+
+def prepacked_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with the linear layers of each of its ViT blocks
+    pre-packed (:func:`~mmdyt.models.prepacked_linear.prepack_block`).
+
+    The copy shares ``model``'s parameters and buffers (the same tensors):
+    the dispatcher biases that ``set_activation_rate`` sets on ``model``
+    hold for the copy, and no weight is stored twice (only the packed
+    copies are new). It works on the dense ViT and on DyT alike.
+
+    Args:
+        model (nn.Module): The model.
+
+    Returns:
+        nn.Module: The pre-packed copy.
+    """
+    shared = itertools.chain(model.parameters(), model.buffers())
+    prepacked = copy.deepcopy(model, memo={id(t): t for t in shared})
+    blocks = [m for m in prepacked.modules() if _is_vit_block(m)]
+    if not blocks:
+        raise ValueError(f'{type(model).__name__} has no ViT block (with '
+                         f'{", ".join(BLOCK_LINEARS)}) to pre-pack')
+    for block in blocks:
+        prepack_block(block)
+    return prepacked

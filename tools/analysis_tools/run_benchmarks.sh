@@ -38,10 +38,10 @@ for config in ade20k/vitb_adapter ade20k/vitb_adapter_segmenter \
     flops "$config"
 done
 
-# 2. Backbones: ViT-B/16 at 224 (with the compiled peers), 512, clips,
-# every token active, ViTDet-B at 1024
+# 2. Backbones: ViT-B/16 at 224 (with the compiled and pre-packed peers), 512,
+# clips, every token active, ViTDet-B at 1024
 speed vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
-    --repeats 15 --compile
+    --repeats 15 --compile --prepack
 speed vit_b_224_b8_long --preset vit-b-224 --batch 8 --rate 0.5 --threads 1 2 \
     --repeats 30
 speed vit_b_224_b32 --preset vit-b-224 --batch 32 --rate 0.5 --threads 1 2 \
