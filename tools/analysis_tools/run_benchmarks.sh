@@ -2,7 +2,7 @@
 # Every command behind BENCHMARKS.md, in one run: FLOPs of the recipes, then
 # speed (backbones, then whole models), one command at a time (a benchmark
 # beside another job measures the contention). JSON into benchmarks/, each
-# command's output into work_dirs/benchmarks/<name>.log. About 61 minutes on
+# command's output into work_dirs/benchmarks/<name>.log. About 50 minutes on
 # a 2-core CPU. `make benchmarks` runs it; `ONLY=speed_whole` (a name
 # prefix) runs a subset.
 set -euo pipefail
