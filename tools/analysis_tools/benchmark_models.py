@@ -88,12 +88,6 @@ TIMERS = {'wall': time.perf_counter, 'cpu': time.process_time}
 MODEL_NAMES = ('dense', 'dense_again', 'adapter', 'dyt', 'reference',
                'ideal')
 
-#: Names of the compiled peers (``BenchmarkModels.compile``).
-COMPILED_NAMES = ('dense_compiled', 'dyt_compiled')
-
-#: Names of the pre-packed peers (``BenchmarkModels.prepack``).
-PREPACKED_NAMES = ('dense_prepacked', 'dyt_prepacked')
-
 
 class DenseViT(nn.Module):
     """The plain pre-trained ViT: timm's ``forward_features``, videos folded
@@ -338,6 +332,26 @@ def ratio_fields(times: Dict[str, List[float]],
     return fields
 
 
+def _peer_fields(times: Dict[str, List[float]], kind: str, gain: str,
+                 bound: float, seed: int = 0) -> dict:
+    """Row fields of the peers ``dense_<kind>`` and ``dyt_<kind>`` (the
+    dense model and DyT compiled, or pre-packed): ``<kind>_speedup``
+    (peer dense / peer DyT time) and ``<kind>_efficiency`` (over the FLOPs
+    ``bound``), ``dense_<gain>_gain`` and ``dyt_<gain>_gain`` (eager /
+    peer time of each) and ``dyt_<kind>_vs_dense`` (eager dense / peer DyT
+    time), each with its interval.
+    """
+    dense, dyt = f'dense_{kind}', f'dyt_{kind}'
+    fields = ratio_fields(times, (f'{kind}_speedup', dense, dyt),
+                          (f'dense_{gain}_gain', 'dense', dense),
+                          (f'dyt_{gain}_gain', 'dyt', dyt),
+                          (f'dyt_{kind}_vs_dense', 'dense', dyt),
+                          seed=seed)
+    fields.update(_efficiency(fields, f'{kind}_speedup',
+                              f'{kind}_efficiency', bound))
+    return fields
+
+
 def _efficiency(row: dict, speedup: str, key: str, bound: float) -> dict:
     """``key`` and ``key_ci``: the speedup field of ``row`` over the FLOPs
     bound."""
@@ -544,30 +558,11 @@ def benchmark_setting(models: BenchmarkModels,
         repeats=repeats,
         timer=timer)
     row.update(_efficiency(row, 'speedup', 'efficiency', flops_speedup))
-    if models.compiled:
-        row.update(
-            ratio_fields(
-                times,
-                ('compiled_speedup', 'dense_compiled', 'dyt_compiled'),
-                ('dense_compile_gain', 'dense', 'dense_compiled'),
-                ('dyt_compile_gain', 'dyt', 'dyt_compiled'),
-                ('dyt_compiled_vs_dense', 'dense', 'dyt_compiled'),
-                seed=seed))
-        row.update(
-            _efficiency(row, 'compiled_speedup', 'compiled_efficiency',
-                        flops_speedup))
-    if models.prepacked:
-        row.update(
-            ratio_fields(
-                times,
-                ('prepacked_speedup', 'dense_prepacked', 'dyt_prepacked'),
-                ('dense_prepack_gain', 'dense', 'dense_prepacked'),
-                ('dyt_prepack_gain', 'dyt', 'dyt_prepacked'),
-                ('dyt_prepacked_vs_dense', 'dense', 'dyt_prepacked'),
-                seed=seed))
-        row.update(
-            _efficiency(row, 'prepacked_speedup', 'prepacked_efficiency',
-                        flops_speedup))
+    for kind, gain, peers in (('compiled', 'compile', models.compiled),
+                              ('prepacked', 'prepack', models.prepacked)):
+        if peers:
+            row.update(
+                _peer_fields(times, kind, gain, flops_speedup, seed=seed))
     print_log(
         f'{setting} batch {batch}, {row["threads"]} threads: rate '
         f'{measured:.3f}, speedup {row["speedup"]:.3f} '
@@ -594,35 +589,40 @@ TABLE_COLUMNS = (
     ('DyT vs ideal slice', 'dyt_vs_ideal', 'dyt_vs_ideal_ci'),
 )
 
-#: Columns of the compiled peers' table (rows of a ``--compile`` run).
-COMPILED_COLUMNS = (
-    ('setting', 'setting', None),
-    ('threads', 'threads', None),
-    ('batch', 'batch', None),
-    ('compiled DyT speedup', 'compiled_speedup', 'compiled_speedup_ci'),
-    ('FLOPs bound', 'flops_speedup', None),
-    ('compiled efficiency', 'compiled_efficiency', 'compiled_efficiency_ci'),
-    ('compiling: dense gain', 'dense_compile_gain', None),
-    ('compiling: DyT gain', 'dyt_compile_gain', None),
-    ('compiled DyT vs eager dense', 'dyt_compiled_vs_dense', None),
-)
 
+def _peer_columns(kind: str, gain: str, label: str, doing: str,
+                  gain_intervals: bool = True) -> tuple:
+    """Columns of the table of the peers of :func:`_peer_fields`
+    (``kind``, ``gain``), headed ``label`` (e.g. ``'compiled'``) and
+    ``doing`` (e.g. ``'compiling'``)."""
+
+    def interval(key: str) -> str:
+        return f'{key}_ci' if gain_intervals else None
+
+    return (
+        ('setting', 'setting', None),
+        ('threads', 'threads', None),
+        ('batch', 'batch', None),
+        (f'{label} DyT speedup', f'{kind}_speedup', f'{kind}_speedup_ci'),
+        ('FLOPs bound', 'flops_speedup', None),
+        (f'{label} efficiency', f'{kind}_efficiency',
+         f'{kind}_efficiency_ci'),
+        (f'{doing}: dense gain', f'dense_{gain}_gain',
+         interval(f'dense_{gain}_gain')),
+        (f'{doing}: DyT gain', f'dyt_{gain}_gain',
+         interval(f'dyt_{gain}_gain')),
+        (f'{label} DyT vs eager dense', f'dyt_{kind}_vs_dense',
+         interval(f'dyt_{kind}_vs_dense')),
+    )
+
+
+#: Columns of the compiled peers' table (rows of a ``--compile`` run).
+COMPILED_COLUMNS = _peer_columns('compiled', 'compile', 'compiled',
+                                 'compiling', gain_intervals=False)
 
 #: Columns of the pre-packed peers' table (rows of a ``--prepack`` run).
-PREPACKED_COLUMNS = (
-    ('setting', 'setting', None),
-    ('threads', 'threads', None),
-    ('batch', 'batch', None),
-    ('pre-packed DyT speedup', 'prepacked_speedup', 'prepacked_speedup_ci'),
-    ('FLOPs bound', 'flops_speedup', None),
-    ('pre-packed efficiency', 'prepacked_efficiency',
-     'prepacked_efficiency_ci'),
-    ('pre-packing: dense gain', 'dense_prepack_gain',
-     'dense_prepack_gain_ci'),
-    ('pre-packing: DyT gain', 'dyt_prepack_gain', 'dyt_prepack_gain_ci'),
-    ('pre-packed DyT vs eager dense', 'dyt_prepacked_vs_dense',
-     'dyt_prepacked_vs_dense_ci'),
-)
+PREPACKED_COLUMNS = _peer_columns('prepacked', 'prepack', 'pre-packed',
+                                  'pre-packing')
 
 
 def format_markdown(rows: Sequence[dict],
