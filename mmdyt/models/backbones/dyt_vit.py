@@ -321,7 +321,6 @@ class DyTViT(BaseModule):
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None
-        self.prepack_weights = prepack_weights
         if prepack_weights:
             for block in self.blocks:
                 prepack_block(block)
