@@ -341,15 +341,19 @@ def test_ideal_slice_computes_as_many_tokens_as_dyt(tiny_models):
         IdealSliceDyT(models.adapter)
 
 
+def tiny_benchmark_row(*flags):
+    """The one row of ``benchmark.py`` on a tiny ViT at 32², batch 2."""
+    (row, ) = load_tool('benchmark').main([
+        '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
+        '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1', *flags
+    ])
+    return row
+
+
 def test_benchmark_compiled_peers(tmp_path, restore_threads):
     """--compile adds the compiled dense model and DyT (here with the eager
     backend, which traces like inductor without generating code)."""
-    rows = load_tool('benchmark').main([
-        '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
-        '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1',
-        '--compile', '--compile-backend', 'eager'
-    ])
-    (row, ) = rows
+    row = tiny_benchmark_row('--compile', '--compile-backend', 'eager')
     for key in ('dense_compiled_ms', 'dyt_compiled_ms', 'compiled_speedup',
                 'compiled_efficiency', 'dense_compile_gain',
                 'dyt_compile_gain', 'dyt_compiled_vs_dense'):
@@ -362,11 +366,7 @@ def test_benchmark_compiled_peers(tmp_path, restore_threads):
 
 def test_benchmark_prepacked_peers(restore_threads):
     """--prepack adds the dense model and DyT with pre-packed weights."""
-    (row, ) = load_tool('benchmark').main([
-        '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
-        '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1',
-        '--prepack'
-    ])
+    row = tiny_benchmark_row('--prepack')
     for key in ('dense_prepacked_ms', 'dyt_prepacked_ms', 'prepacked_speedup',
                 'prepacked_efficiency', 'dense_prepack_gain',
                 'dyt_prepack_gain', 'dyt_prepacked_vs_dense'):
