@@ -13,7 +13,7 @@ from mmdyt.models.prepacked_linear import (PrepackedLinear, add_linear_,
                                            prepack_block)
 
 
-def make_layer(bias=True, max_rows=512):
+def make_layer(bias=True, max_rows=None):
     torch.manual_seed(0)
     linear = nn.Linear(48, 96, bias=bias).eval()
     return linear, PrepackedLinear.from_linear(linear, max_rows)
@@ -60,6 +60,19 @@ def test_training_and_autograd_use_the_plain_kernel():
     with torch.no_grad():
         assert torch.equal(packed.train()(x), linear(x))
     assert packed._packed is None
+
+
+def test_packs_at_any_number_of_rows_unless_limited():
+    linear, packed = make_layer()
+    x = torch.randn(3000, 48)  # more rows than any ViT-B batch of 8
+    with torch.no_grad():
+        got = packed(x)
+    assert packed._packed is not None
+    torch.testing.assert_close(got, linear(x), atol=1e-5, rtol=1e-5)
+    assert 'max_rows=None' in repr(packed)
+    for bad in (-1, 2.5, '512'):
+        with pytest.raises(ValueError, match='max_rows must be None or a'):
+            PrepackedLinear(48, 96, max_rows=bad)
 
 
 @pytest.mark.parametrize('case', ['rows', 'dtype', 'autocast'])

@@ -1,14 +1,16 @@
 """Linear layers with weights pre-packed for oneDNN: faster CPU inference
-of the frozen ViT at small token counts.
+of the frozen ViT.
 
 A plain float32 matmul on the CPU (MKL's ``sgemm``, behind ``F.linear``)
 reorders the weight into its blocked layout on every call. With few rows
 (a batch of one image, or the half of its tokens that DyT sends through an
-MLP) that reorder is a large share of the call. oneDNN can take a weight
-reordered once (``torch.ops.mkldnn._reorder_linear_weight``) and multiply
-any number of rows by it. ``torch.compile`` with inductor's freezing does
-the same for the matmuls it compiles; :class:`PrepackedLinear` brings it to
-eager inference, where DyT's token counts change from image to image.
+MLP) that reorder is a large share of the call. On CPUs where MKL does not
+use its AVX-512 kernels (AMD's), oneDNN's kernel is also the faster one at
+any number of rows. oneDNN can take a weight reordered once
+(``torch.ops.mkldnn._reorder_linear_weight``) and multiply any number of
+rows by it. ``torch.compile`` with inductor's freezing does the same for
+the matmuls it compiles; :class:`PrepackedLinear` brings it to eager
+inference, where DyT's token counts change from image to image.
 """
 from typing import Iterable, Optional
 
@@ -16,12 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-
-#: Rows (tokens in the batch) up to which :class:`PrepackedLinear` uses the
-#: pre-packed weight. The reorder it saves weighs most at few rows; with
-#: many rows the two kernels are level, and larger inputs keep the plain
-#: kernel (BENCHMARKS.md, section 3).
-PREPACK_MAX_ROWS = 512
 
 #: The linear layers of a ViT block that :func:`prepack_block` replaces:
 #: the pre-trained attention and MLP projections (timm's names).
@@ -42,19 +38,21 @@ class PrepackedLinear(nn.Linear):
     in training mode, on another device or dtype, when autograd needs the
     result (oneDNN's kernel has no backward), under autocast,
     ``torch.compile`` (which packs weights itself) or a ``torch.jit`` trace
-    (FLOPs counters), and for more than ``max_rows`` rows. Results agree
-    with ``F.linear`` to float32 rounding (the kernels sum in a different
-    order), not bit for bit. A weight changed through ``.data`` (which
-    bypasses the version counter) is not noticed: call
+    (FLOPs counters), and for more than ``max_rows`` rows if that is set.
+    Results agree with ``F.linear`` to float32 rounding (the kernels sum in
+    a different order), not bit for bit. A weight changed through ``.data``
+    (which bypasses the version counter) is not noticed: call
     :meth:`forget_packed` after such a change.
 
     Args:
         in_features (int): Input channels.
         out_features (int): Output channels.
         bias (bool): Whether the layer has a bias. Defaults to True.
-        max_rows (int): Use the pre-packed weight for inputs of at most
-            this many rows (all dimensions but the last). Defaults to
-            :data:`PREPACK_MAX_ROWS`.
+        max_rows (int, optional): Use the pre-packed weight for inputs of
+            at most this many rows (all dimensions but the last) only.
+            Defaults to None: at any number of rows (BENCHMARKS.md,
+            section 3.7: on an AMD EPYC the pre-packed kernel is 2-2.5x
+            faster than the plain one from 50 to 6304 rows).
         device (torch.device, optional): Device of the parameters.
             Defaults to None.
         dtype (torch.dtype, optional): dtype of the parameters.
@@ -65,13 +63,14 @@ class PrepackedLinear(nn.Linear):
                  in_features: int,
                  out_features: int,
                  bias: bool = True,
-                 max_rows: int = PREPACK_MAX_ROWS,
+                 max_rows: Optional[int] = None,
                  device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None):
         super().__init__(in_features, out_features, bias, device, dtype)
-        if not isinstance(max_rows, int) or max_rows < 0:
-            raise ValueError(
-                f'max_rows must be a non-negative int, got {max_rows!r}')
+        if max_rows is not None and (not isinstance(max_rows, int)
+                                     or max_rows < 0):
+            raise ValueError('max_rows must be None or a non-negative int, '
+                             f'got {max_rows!r}')
         self.max_rows = max_rows
         self._packed: Optional[Tensor] = None
         self._packed_key: Optional[tuple] = None
@@ -79,7 +78,8 @@ class PrepackedLinear(nn.Linear):
     @classmethod
     def from_linear(cls,
                     linear: nn.Linear,
-                    max_rows: int = PREPACK_MAX_ROWS) -> 'PrepackedLinear':
+                    max_rows: Optional[int] = None
+                    ) -> 'PrepackedLinear':
         """A :class:`PrepackedLinear` sharing ``linear``'s parameters (the
         same ``Parameter`` objects: their ``requires_grad``, and what an
         optimizer holds, carry over)."""
@@ -104,8 +104,9 @@ class PrepackedLinear(nn.Linear):
                 (bias is not None and bias.requires_grad)):
             return None
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or \
-                torch.is_autocast_enabled('cpu') or \
-                x.numel() > self.max_rows * self.in_features:
+                torch.is_autocast_enabled('cpu') or (
+                    self.max_rows is not None and
+                    x.numel() > self.max_rows * self.in_features):
             return None
         key = (weight.data_ptr(), weight._version)
         if self._packed_key != key:
@@ -164,7 +165,7 @@ def add_linear_(out: Tensor, x: Tensor, linear: nn.Linear) -> Tensor:
 
 def prepack_block(block: nn.Module,
                   names: Iterable[str] = BLOCK_LINEARS,
-                  max_rows: int = PREPACK_MAX_ROWS) -> nn.Module:
+                  max_rows: Optional[int] = None) -> nn.Module:
     """Replace the ``nn.Linear`` layers ``names`` (dotted paths) of a ViT
     block by :class:`PrepackedLinear` layers sharing their parameters.
 
@@ -175,8 +176,8 @@ def prepack_block(block: nn.Module,
         block (nn.Module): The block, changed in place.
         names (Iterable[str]): Paths of its linear layers. Defaults to
             :data:`BLOCK_LINEARS`.
-        max_rows (int): See :class:`PrepackedLinear`. Defaults to
-            :data:`PREPACK_MAX_ROWS`.
+        max_rows (int, optional): See :class:`PrepackedLinear`.
+            Defaults to None.
 
     Returns:
         nn.Module: ``block``.
