@@ -137,8 +137,11 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
         (1, 1), (1, 2), (2, 1), (2, 2)]
     assert torch.get_num_threads() == restore_threads  # left as it was
     assert rows == json.load(open(out))
+    cpu = load_tool('benchmark').cpu_model()
+    assert cpu  # e.g. 'AMD EPYC': which CPU the ratios were measured on
     for row in rows:
         assert row['setting'] == 'vit-tiny-32'
+        assert row['cpu'] == cpu
         for key in ('rate', 'dense_ms', 'dense_again_ms', 'adapter_ms',
                     'dyt_ms', 'reference_ms', 'ideal_ms', 'speedup',
                     'flops_speedup', 'dyt_vs_reference', 'noise_control',

@@ -24,6 +24,7 @@ Examples::
 import argparse
 import json
 import os.path as osp
+import platform
 from typing import List, Optional
 
 import torch
@@ -133,6 +134,19 @@ def resolve_setting(args: argparse.Namespace) -> dict:
     return setting
 
 
+def cpu_model() -> str:
+    """The CPU's model name: speed ratios depend on it (which kernels a
+    library picks differs between Intel and AMD CPUs, BENCHMARKS.md)."""
+    try:
+        with open('/proc/cpuinfo') as file:
+            for line in file:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     """Run the benchmark; returns the rows (also for tests)."""
     args = parse_args(argv)
@@ -162,7 +176,8 @@ def run_whole(args: argparse.Namespace) -> List[dict]:
                     rate=0.5 if args.rate is None else args.rate,
                     warmup=args.warmup, repeats=args.repeats,
                     timer=args.timer, seed=args.seed))
-    print(f'\ntorch {torch.__version__}; timed: {rows[0]["timed"]}; FLOPs: '
+    print(f'\n{cpu_model()}, torch {torch.__version__}; timed: '
+          f'{rows[0]["timed"]}; FLOPs: '
           f'{rows[0]["parts"]}; '
           f'median {args.timer} time of {args.repeats} interleaved rounds, '
           'ratios with 95% bootstrap intervals\n')
@@ -174,6 +189,9 @@ def run(args: argparse.Namespace) -> List[dict]:
     """Benchmark the whole model of ``--config`` or the backbone setting
     of ``args``; write ``--json``; returns the rows."""
     rows = run_whole(args) if args.config else run_backbones(args)
+    cpu = cpu_model()
+    for row in rows:
+        row['cpu'] = cpu
     if args.json:
         with open(args.json, 'w') as file:
             json.dump(rows, file, indent=2)
@@ -209,7 +227,8 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
                     repeats=args.repeats,
                     timer=args.timer,
                     seed=args.seed))
-    print(f'\ntorch {torch.__version__}; median {args.timer} time of '
+    print(f'\n{cpu_model()}, torch {torch.__version__}; median {args.timer} '
+          'time of '
           f'{args.repeats} interleaved rounds, ratios with 95% bootstrap '
           'intervals\n')
     print(format_markdown(rows))
