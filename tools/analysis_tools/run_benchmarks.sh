@@ -64,4 +64,10 @@ speed whole_kinetics400 --config configs/kinetics400/dyt_vitb_8x224.py \
     --rate 0.5 --batch 1 --threads 2 --repeats 8
 speed whole_coco_mask_rcnn --config configs/coco/dyt_vitb_mask-rcnn_1x.py \
     --rate 0.5 --batch 1 --threads 2 --warmup 1 --repeats 5
+# 4. Pre-packed weights at every batch size: the dense ViT and DyT with and
+# without them (BENCHMARKS.md 3.7; on their own: ONLY=speed_prepack)
+speed prepack_vit_b_224 --preset vit-b-224 --batch 1 8 32 --rate 0.5 \
+    --threads 1 2 --warmup 1 --repeats 10 --prepack
+speed prepack_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 \
+    --threads 2 --warmup 1 --repeats 8 --prepack
 echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"
