@@ -45,7 +45,7 @@ demo-video: install
 demo-det: install
 	@$(PY) tools/demo/run_demo.py det
 
-# Every command behind BENCHMARKS.md, in one run (about 50 minutes on 2 cores).
+# Every command behind BENCHMARKS.md, in one run (about 90 minutes on 2 cores).
 benchmarks: install
 	@bash tools/analysis_tools/run_benchmarks.sh
 

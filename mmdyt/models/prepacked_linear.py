@@ -50,9 +50,9 @@ class PrepackedLinear(nn.Linear):
         bias (bool): Whether the layer has a bias. Defaults to True.
         max_rows (int, optional): Use the pre-packed weight for inputs of
             at most this many rows (all dimensions but the last) only.
-            Defaults to None: at any number of rows (BENCHMARKS.md,
-            section 3.7: on an AMD EPYC the pre-packed kernel is 2-2.5x
-            faster than the plain one from 50 to 6304 rows).
+            Defaults to None: at any number of rows (on the AMD CPU of
+            BENCHMARKS.md, section 3.7, packing makes ViT-B 1.8-2.4x
+            faster at batches 1 to 32).
         device (torch.device, optional): Device of the parameters.
             Defaults to None.
         dtype (torch.dtype, optional): dtype of the parameters.

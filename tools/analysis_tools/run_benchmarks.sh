@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every command behind BENCHMARKS.md, in one run: FLOPs of the recipes, then
-# speed (backbones, then whole models), one command at a time (a benchmark
-# beside another job measures the contention). JSON into benchmarks/, each
-# command's output into work_dirs/benchmarks/<name>.log. About 50 minutes on
-# a 2-core CPU. `make benchmarks` runs it; `ONLY=speed_whole` (a name
+# speed (backbones, whole models, pre-packed peers), one command at a time
+# (a benchmark beside another job measures the contention). JSON into
+# benchmarks/, each command's output into work_dirs/benchmarks/<name>.log.
+# On 2 cores parts 1-3 took about 50 minutes (an Intel CPU) and part 4 about
+# 40 (an AMD CPU). `make benchmarks` runs it; `ONLY=speed_whole` (a name
 # prefix) runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
