@@ -4,9 +4,10 @@ of the frozen ViT.
 A plain float32 matmul on the CPU (MKL's ``sgemm``, behind ``F.linear``)
 reorders the weight into its blocked layout on every call. With few rows
 (a batch of one image, or the half of its tokens that DyT sends through an
-MLP) that reorder is a large share of the call. On CPUs where MKL does not
-use its AVX-512 kernels (AMD's), oneDNN's kernel is also the faster one at
-any number of rows. oneDNN can take a weight reordered once
+MLP) that reorder is a large share of the call. On a CPU where MKL does not
+use its AVX-512 kernels but oneDNN does (the AMD EPYC of BENCHMARKS.md),
+oneDNN's kernel is also the faster one at any number of rows. oneDNN can
+take a weight reordered once
 (``torch.ops.mkldnn._reorder_linear_weight``) and multiply any number of
 rows by it. ``torch.compile`` with inductor's freezing does the same for
 the matmuls it compiles; :class:`PrepackedLinear` brings it to eager
