@@ -16,7 +16,10 @@ model = dict(
     decode_head=dict(num_classes=num_classes),
     auxiliary_head=dict(num_classes=num_classes),
     # single-scale sliding-window test (crop 512, stride 341)
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+    # crop_batch=None: the crops of a test batch go through the model
+    # together (up to 8 of 512 x 512 per forward); 1 is mmseg's crop-by-crop
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341),
+                  crop_batch=None))
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader

@@ -13,7 +13,10 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(num_classes=num_classes),
     auxiliary_head=dict(num_classes=num_classes),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+    # crop_batch=None: the crops of a test batch go through the model
+    # together (up to 8 of 512 x 512 per forward); 1 is mmseg's crop-by-crop
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341),
+                  crop_batch=None))
 param_scheduler = [
     dict(
         type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,

@@ -1,14 +1,17 @@
 """What DyT did for each predicted sample: its activation rate and, on
 request, its dispatch masks, attached to the library's data samples."""
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 
-def predict_with_dispatch(backbone: nn.Module, predict: Callable[[], list],
-                          return_masks: bool = False) -> list:
+def predict_with_dispatch(backbone: nn.Module,
+                          predict: Callable[[], list],
+                          return_masks: bool = False,
+                          row_samples: Optional[Sequence[int]] = None
+                          ) -> list:
     """Run ``predict()`` (a task model's prediction, returning one data
     sample per input) and record, in each data sample, what the DyTViT
     ``backbone`` did for that input.
@@ -17,7 +20,9 @@ def predict_with_dispatch(backbone: nn.Module, predict: Callable[[], list],
     sliding-window test, all views of a multi-view test, chunks of
     ``max_testing_views``). The rows of each forward's masks are split
     evenly over the samples, in order: one row per sample for images, views
-    x frames rows per clip for videos.
+    x frames rows per clip for videos. A prediction that batches its
+    forwards otherwise (a batched sliding window) says instead which sample
+    every row belongs to (``row_samples``).
 
     Each data sample gets the metainfo ``act_rate`` (the mean over the
     dispatchers of the share of its tokens that were computed, as
@@ -33,6 +38,10 @@ def predict_with_dispatch(backbone: nn.Module, predict: Callable[[], list],
         backbone (DyTViT): The backbone ``predict`` runs.
         predict (Callable): The prediction, without arguments.
         return_masks (bool): Attach the masks too. Defaults to False.
+        row_samples (Sequence[int], optional): The sample index of every row
+            of every forward, in order; read after ``predict()`` returns
+            (so ``predict`` may fill it). None or empty: each forward's rows
+            are split evenly over the samples. Defaults to None.
 
     Returns:
         list: ``predict()``'s data samples.
@@ -56,14 +65,25 @@ def predict_with_dispatch(backbone: nn.Module, predict: Callable[[], list],
         return samples
     num = len(samples)
     per_sample: List[List[Tensor]] = [[] for _ in range(num)]
-    for masks in forwards:
-        stacked = torch.stack(masks, dim=1)  # rows, dispatchers, tokens
-        if stacked.shape[0] % num:
+    stacked = [torch.stack(masks, dim=1)  # rows, dispatchers, tokens
+               for masks in forwards]
+    if row_samples:
+        rows = torch.cat(stacked)
+        owners = torch.as_tensor(list(row_samples), device=rows.device)
+        if owners.numel() != rows.shape[0]:
             raise ValueError(
-                f'cannot attribute a forward of {stacked.shape[0]} rows to '
-                f'{num} samples')
-        for index, rows in enumerate(stacked.chunk(num, dim=0)):
-            per_sample[index].append(rows)
+                f'row_samples names {owners.numel()} rows, the forwards ran '
+                f'{rows.shape[0]}')
+        for index in range(num):
+            per_sample[index].append(rows[owners == index])
+    else:
+        for masks in stacked:
+            if masks.shape[0] % num:
+                raise ValueError(
+                    f'cannot attribute a forward of {masks.shape[0]} rows '
+                    f'to {num} samples')
+            for index, rows in enumerate(masks.chunk(num, dim=0)):
+                per_sample[index].append(rows)
     for sample, rows in zip(samples, per_sample):
         masks = torch.cat(rows).bool()
         rate = masks.float().mean(dim=(0, 2)).mean()
