@@ -20,6 +20,10 @@ Examples::
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
     python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
         --rate 0.5 --batch 1   # the whole segmentor (benchmark_whole.py)
+    python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
+        --e2e --shapes 512x2048 --precision fp32 bf16  # tools/test.py's
+        # path per image: sliding window, batched crops vs crop by crop
+        # (benchmark_e2e.py)
 """
 import argparse
 import json
@@ -34,6 +38,8 @@ from benchmark_models import (COMPILED_COLUMNS, PREPACKED_COLUMNS, PRESETS,
                               benchmark_setting, build_benchmark_models,
                               format_markdown)
 from benchmark_peers import reset_compiled
+from benchmark_e2e import (DEFAULT_SHAPES, PRECISIONS, benchmark_e2e,
+                           e2e_variants, format_e2e_markdown)
 from benchmark_whole import (benchmark_whole, build_whole_models,
                              format_whole_markdown)
 from model_inputs import load_config
@@ -52,6 +58,37 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '(segmentor, recognizer on one view of a clip, or detector; see '
         'benchmark_whole.py) with DyT, adapter-only and dense backbones, at '
         "its backbone's img_size (or --img-size) instead of a preset")
+    parser.add_argument(
+        '--e2e',
+        action='store_true',
+        help="with --config: time the config's whole test step per sample "
+        '(data preprocessor, sliding window or views, post-processing) on '
+        'images of --shapes through its test pipeline (benchmark_e2e.py)')
+    parser.add_argument(
+        '--shapes',
+        nargs='+',
+        help='--e2e: image shapes HxW before the test pipeline (default: '
+        "the task's, e.g. ADE20K's 512x683 512x1024 512x2048)")
+    parser.add_argument(
+        '--precision',
+        nargs='+',
+        choices=PRECISIONS,
+        default=['fp32'],
+        help='--e2e: fp32 and/or bf16 (torch.autocast on the CPU, as '
+        'tools/test.py --amp)')
+    parser.add_argument(
+        '--crop-modes',
+        nargs='+',
+        choices=['batched', 'crop1'],
+        default=['batched', 'crop1'],
+        help="--e2e, sliding-window segmentors: the recipe's batched crops "
+        "and/or mmseg's crop by crop (crop_batch=1)")
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        choices=['dyt', 'adapter', 'dense'],
+        default=['dyt', 'adapter', 'dense'],
+        help='--e2e: the twins to time')
     parser.add_argument(
         '--arch', help="ViT size instead of the preset's: tiny, small, base, "
         'large')
@@ -107,6 +144,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--repeats must be >= 1 and --warmup >= 0')
     if args.batch and min(args.batch) < 1:
         parser.error('--batch sizes must be >= 1')
+    if args.e2e and not args.config:
+        parser.error('--e2e needs --config')
+    try:
+        args.shapes = [tuple(int(side) for side in shape.split('x'))
+                       for shape in args.shapes or []]
+    except ValueError:
+        parser.error(f'--shapes take HxW, e.g. 512x2048; got {args.shapes}')
+    if any(len(shape) != 2 or min(shape) < 1 for shape in args.shapes):
+        parser.error(f'--shapes take HxW, e.g. 512x2048; got {args.shapes}')
     return args
 
 
@@ -185,10 +231,39 @@ def run_whole(args: argparse.Namespace) -> List[dict]:
     return rows
 
 
+def run_e2e(args: argparse.Namespace) -> List[dict]:
+    """Time the test step of ``args.config`` end to end at every thread
+    count and shape; returns the rows."""
+    cfg = load_config(args.config)
+    models = build_whole_models(cfg)
+    variants = e2e_variants(models, args.models, args.precision,
+                            args.crop_modes)
+    name = osp.splitext(osp.basename(args.config))[0]
+    rows = []
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        for shape in args.shapes or DEFAULT_SHAPES[models.task]:
+            rows.append(
+                benchmark_e2e(
+                    models, cfg, name, shape, variants,
+                    rate=0.5 if args.rate is None else args.rate,
+                    warmup=args.warmup, repeats=args.repeats,
+                    timer=args.timer, seed=args.seed))
+    print(f'\n{cpu_model()}, torch {torch.__version__}; timed: '
+          "the config's test_step per sample; median "
+          f'{args.timer} time of {args.repeats} interleaved rounds, ratios '
+          'with 95% bootstrap intervals\n')
+    print(format_e2e_markdown(rows))
+    return rows
+
+
 def run(args: argparse.Namespace) -> List[dict]:
     """Benchmark the whole model of ``--config`` or the backbone setting
     of ``args``; write ``--json``; returns the rows."""
-    rows = run_whole(args) if args.config else run_backbones(args)
+    if args.e2e:
+        rows = run_e2e(args)
+    else:
+        rows = run_whole(args) if args.config else run_backbones(args)
     cpu = cpu_model()
     for row in rows:
         row['cpu'] = cpu
