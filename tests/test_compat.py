@@ -140,3 +140,66 @@ def test_fixes_are_not_applied_twice():
         for patch in patches:
             patch.stop()
     assert sys.modules.get('mmcv._ext') is stand_in
+
+
+def _broadcast_bmms(fn):
+    """The ``bmm`` calls of ``fn()`` whose second operand is broadcast
+    over the batch (the weight expanded to every row)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.bmm.default and args[1].stride(0) == 0:
+                Record.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        out = fn()
+    return Record.calls, out
+
+
+def test_low_precision_linear_takes_no_broadcast_bmm():
+    """Fix 4: torch's own linear sends a transposed bf16 input to a bmm
+    against the broadcast weight (which copies it per row, pytorch#151934);
+    the fixed F.linear does not, and computes the same."""
+    import torch.nn.functional as F
+    assert 'fix_low_precision_linear' in compat.APPLIED
+    original = F.linear.__wrapped__
+    weight = torch.randn(16, 8)
+    rows = torch.randn(3, 5, 8).transpose(0, 1)  # (5, 3, 8), transposed
+    for dtype in (torch.bfloat16, torch.float16):
+        x, w = rows.to(dtype), weight.to(dtype)
+        calls, want = _broadcast_bmms(lambda: original(x, w))
+        assert calls == 1  # the problem, with this torch
+        calls, got = _broadcast_bmms(lambda: F.linear(x, w))
+        assert calls == 0
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2,
+                                   atol=1e-2)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        calls, got = _broadcast_bmms(lambda: F.linear(rows, weight))
+    assert calls == 0 and got.dtype == torch.bfloat16
+    # float32 and contiguous inputs are passed through as they are
+    calls, got = _broadcast_bmms(lambda: F.linear(rows, weight))
+    assert calls == 1
+    torch.testing.assert_close(got, original(rows, weight))
+
+
+def test_segmenter_head_in_bfloat16_copies_no_weights():
+    """Where fix 4 matters: mmseg's Segmenter mask transformer (mmcv's
+    batch-first MultiheadAttention, projections of token slices) on two
+    crops under CPU autocast."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    head = MODELS.build(dict(
+        type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
+        num_classes=5, num_layers=1, num_heads=2, embed_dims=32)).eval()
+    features = [torch.randn(2, 32, 4, 4)]
+    with torch.no_grad():
+        want = head(features)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            calls, got = _broadcast_bmms(lambda: head(features))
+    assert calls == 0
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
