@@ -380,6 +380,38 @@ def test_benchmark_prepacked_peers(restore_threads):
         row['prepacked_speedup'] / row['flops_speedup'], abs=1e-3)
 
 
+def test_benchmark_bf16_peers(restore_threads):
+    """--bf16 adds the dense model and DyT under bfloat16 autocast and
+    names the CPU's bfloat16 units."""
+    row = tiny_benchmark_row('--bf16')
+    for key in ('dense_bf16_ms', 'dyt_bf16_ms', 'bf16_speedup',
+                'bf16_efficiency', 'dense_bf16_gain', 'dyt_bf16_gain',
+                'dyt_bf16_vs_dense'):
+        assert row[key] > 0, key
+    assert row['dense_bf16_gain'] == pytest.approx(
+        row['dense_ms'] / row['dense_bf16_ms'], rel=0.01)
+    assert row['cpu_bf16'] in ('AMX-BF16', 'AVX512-BF16', 'none')
+
+
+def test_autocast_peer_runs_in_bfloat16(tiny_models):
+    """AutocastPeer runs its model's own weights in bfloat16: the linear
+    layers see bfloat16 inputs, and the output is within bfloat16's
+    rounding of the float32 output but not equal to it."""
+    from benchmark_peers import AutocastPeer
+    peer = AutocastPeer(tiny_models.dense)
+    assert next(peer.parameters()) is next(tiny_models.dense.parameters())
+    seen = []
+    hook = tiny_models.dense.vit.blocks[0].mlp.fc1.register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    inputs = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        want, got = tiny_models.dense(inputs), peer(inputs)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    err = float((want - got.float()).abs().max())
+    assert 0 < err < 0.05 * float(want.abs().max())
+
+
 def test_prepacked_copy_shares_weights_and_dispatch(tiny_models):
     """The pre-packed peers share every parameter with their models (a
     dispatcher bias set on DyT holds for its peer) and compute the same."""

@@ -17,6 +17,7 @@ Examples::
     python benchmark.py --preset vitdet-b-1024 --rate 0.5 --repeats 5
     python benchmark.py --preset vit-b-224 --batch 1 --compile  # + compiled
     python benchmark.py --preset vit-b-224 --batch 1 --prepack  # + packed
+    python benchmark.py --preset vit-b-224 --batch 1 8 --bf16  # + autocast
     python benchmark.py --arch tiny --img-size 64 --batch 1 4
     python benchmark.py --config ../../configs/ade20k/dyt_vitb_segmenter.py \\
         --rate 0.5 --batch 1   # the whole segmentor (benchmark_whole.py)
@@ -34,9 +35,9 @@ from typing import List, Optional
 import torch
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from benchmark_models import (COMPILED_COLUMNS, PREPACKED_COLUMNS, PRESETS,
-                              benchmark_setting, build_benchmark_models,
-                              format_markdown)
+from benchmark_models import (BF16_COLUMNS, COMPILED_COLUMNS,
+                              PREPACKED_COLUMNS, PRESETS, benchmark_setting,
+                              build_benchmark_models, format_markdown)
 from benchmark_peers import reset_compiled
 from benchmark_e2e import (DEFAULT_SHAPES, PRECISIONS, benchmark_e2e,
                            e2e_variants, format_e2e_markdown)
@@ -135,6 +136,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='add the dense model and DyT with the weights of their blocks '
         'pre-packed for oneDNN (DyTViT(prepack_weights=True)) as eager '
         'peers')
+    parser.add_argument(
+        '--bf16',
+        action='store_true',
+        help='add the dense model and DyT under torch.autocast in bfloat16 '
+        '(as tools/test.py --amp runs them on a CPU) as peers')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args(argv)
@@ -191,6 +197,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_bf16() -> str:
+    """The CPU's bfloat16 matrix units, from its /proc/cpuinfo flags:
+    ``'AMX-BF16'``, ``'AVX512-BF16'`` or ``'none'`` (what bfloat16
+    autocast can gain depends on them)."""
+    try:
+        with open('/proc/cpuinfo') as file:
+            flags = next((line.split(':', 1)[1].split() for line in file
+                          if line.startswith('flags')), [])
+    except OSError:
+        flags = []
+    if 'amx_bf16' in flags:
+        return 'AMX-BF16'
+    return 'AVX512-BF16' if 'avx512_bf16' in flags else 'none'
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
@@ -264,9 +285,9 @@ def run(args: argparse.Namespace) -> List[dict]:
         rows = run_e2e(args)
     else:
         rows = run_whole(args) if args.config else run_backbones(args)
-    cpu = cpu_model()
+    cpu, bf16 = cpu_model(), cpu_bf16()
     for row in rows:
-        row['cpu'] = cpu
+        row.update(cpu=cpu, cpu_bf16=bf16)
     if args.json:
         with open(args.json, 'w') as file:
             json.dump(rows, file, indent=2)
@@ -283,6 +304,8 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
         vitdet=setting.get('vitdet', False))
     if args.prepack:
         models.prepack()
+    if args.bf16:
+        models.add_bf16()
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
@@ -313,6 +336,10 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
     if args.prepack:
         print('\npre-packed weights (eager):\n')
         print(format_markdown(rows, PREPACKED_COLUMNS))
+    if args.bf16:
+        print(f'\nbfloat16 autocast (eager; CPU bfloat16 units: '
+              f'{cpu_bf16()}):\n')
+        print(format_markdown(rows, BF16_COLUMNS))
     return rows
 
 

@@ -24,6 +24,8 @@ inputs (:func:`build_benchmark_models`):
 - with ``prepack=True``, ``dense_prepacked`` and ``dyt_prepacked``: the
   dense model and DyT in eager mode with pre-packed weights
   (``benchmark_peers.prepacked_copy``).
+- with ``bf16=True``, ``dense_bf16`` and ``dyt_bf16``: the dense model and
+  DyT under ``torch.autocast`` in bfloat16 (``benchmark_peers.AutocastPeer``).
 
 ``dyt``, ``reference`` and ``adapter`` share their adapter weights too.
 The weights are random (nothing is downloaded): speed depends on how many
@@ -54,7 +56,7 @@ from torch import Tensor
 from mmdyt.models import DyTViT
 from mmdyt.models.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
-from benchmark_peers import (IdealSliceDyT, ReferenceGatherDyT,
+from benchmark_peers import (AutocastPeer, IdealSliceDyT, ReferenceGatherDyT,
                              compile_for_benchmark, prepacked_copy)
 
 #: Named benchmark settings: ViT-B/16 for image classification, the
@@ -135,6 +137,7 @@ class BenchmarkModels:
     ideal: IdealSliceDyT
     compiled: Dict[str, nn.Module] = field(default_factory=dict)
     prepacked: Dict[str, nn.Module] = field(default_factory=dict)
+    bf16: Dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def dense_again(self) -> DenseViT:
@@ -159,9 +162,14 @@ class BenchmarkModels:
         self.prepacked = dict(dense_prepacked=prepacked_copy(self.dense),
                               dyt_prepacked=prepacked_copy(self.dyt))
 
+    def add_bf16(self) -> None:
+        """Add the dense model and DyT under bfloat16 autocast."""
+        self.bf16 = dict(dense_bf16=AutocastPeer(self.dense),
+                         dyt_bf16=AutocastPeer(self.dyt))
+
     def peers(self) -> Dict[str, nn.Module]:
-        """The compiled and pre-packed peers, by name."""
-        return dict(self.compiled, **self.prepacked)
+        """The compiled, pre-packed and bfloat16 peers, by name."""
+        return dict(self.compiled, **self.prepacked, **self.bf16)
 
     def as_dict(self) -> Dict[str, nn.Module]:
         return dict({name: getattr(self, name)
@@ -335,11 +343,12 @@ def ratio_fields(times: Dict[str, List[float]],
 def _peer_fields(times: Dict[str, List[float]], kind: str, gain: str,
                  bound: float, seed: int = 0) -> dict:
     """Row fields of the peers ``dense_<kind>`` and ``dyt_<kind>`` (the
-    dense model and DyT compiled, or pre-packed): ``<kind>_speedup``
-    (peer dense / peer DyT time) and ``<kind>_efficiency`` (over the FLOPs
-    ``bound``), ``dense_<gain>_gain`` and ``dyt_<gain>_gain`` (eager /
-    peer time of each) and ``dyt_<kind>_vs_dense`` (eager dense / peer DyT
-    time), each with its interval.
+    dense model and DyT compiled, pre-packed or under bfloat16 autocast):
+    ``<kind>_speedup`` (peer dense / peer DyT time) and
+    ``<kind>_efficiency`` (over the FLOPs ``bound``), ``dense_<gain>_gain``
+    and ``dyt_<gain>_gain`` (eager / peer time of each) and
+    ``dyt_<kind>_vs_dense`` (eager dense / peer DyT time), each with its
+    interval.
     """
     dense, dyt = f'dense_{kind}', f'dyt_{kind}'
     fields = ratio_fields(times, (f'{kind}_speedup', dense, dyt),
@@ -441,19 +450,26 @@ def time_interleaved(models: Dict[str, Callable[[Tensor], object]],
     return times
 
 
+#: How far a peer's output may be from its eager model's (the largest
+#: error over the largest output): float32 rounding for compiled and
+#: pre-packed kernels, bfloat16's 8-bit mantissa for autocast.
+PEER_TOLERANCE = {'compiled': 1e-3, 'prepacked': 1e-3, 'bf16': 0.1}
+
+
 def _check_peers(models: BenchmarkModels, inputs: Tensor) -> None:
-    """Raise if a compiled or pre-packed model's output differs from its
-    eager model's on the benchmark input (neither may change what is
-    timed)."""
+    """Raise if a compiled, pre-packed or bfloat16 model's output differs
+    from its eager model's on the benchmark input beyond its kind's
+    :data:`PEER_TOLERANCE` (none may change what is timed)."""
     with torch.inference_mode():
         for peer, model in models.peers().items():
             name, _, how = peer.partition('_')
             want = getattr(models, name)(inputs)
             got = model(inputs)
-            want, got = (torch.stack(list(v)) if isinstance(v, tuple) else v
+            want, got = (torch.stack(list(v)).float()
+                         if isinstance(v, tuple) else v.float()
                          for v in (want, got))
             err = float((want - got).abs().max())
-            if err > 1e-3 * float(want.abs().max()):
+            if err > PEER_TOLERANCE[how] * float(want.abs().max()):
                 raise RuntimeError(f'{how} changed the {name} model\'s '
                                    f'output (max error {err:.3g})')
 
@@ -502,7 +518,9 @@ def benchmark_setting(models: BenchmarkModels,
         time of each) and ``dyt_compiled_vs_dense`` (eager dense / compiled
         DyT time). With pre-packed peers likewise ``prepacked_speedup``,
         ``prepacked_efficiency``, ``dense_prepack_gain``,
-        ``dyt_prepack_gain`` and ``dyt_prepacked_vs_dense``.
+        ``dyt_prepack_gain`` and ``dyt_prepacked_vs_dense``; with bfloat16
+        peers ``bf16_speedup``, ``bf16_efficiency``, ``dense_bf16_gain``,
+        ``dyt_bf16_gain`` and ``dyt_bf16_vs_dense``.
     """
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, img_size, img_size) if num_frames is None else \
@@ -559,7 +577,8 @@ def benchmark_setting(models: BenchmarkModels,
         timer=timer)
     row.update(_efficiency(row, 'speedup', 'efficiency', flops_speedup))
     for kind, gain, peers in (('compiled', 'compile', models.compiled),
-                              ('prepacked', 'prepack', models.prepacked)):
+                              ('prepacked', 'prepack', models.prepacked),
+                              ('bf16', 'bf16', models.bf16)):
         if peers:
             row.update(
                 _peer_fields(times, kind, gain, flops_speedup, seed=seed))
@@ -623,6 +642,9 @@ COMPILED_COLUMNS = _peer_columns('compiled', 'compile', 'compiled',
 #: Columns of the pre-packed peers' table (rows of a ``--prepack`` run).
 PREPACKED_COLUMNS = _peer_columns('prepacked', 'prepack', 'pre-packed',
                                   'pre-packing')
+
+#: Columns of the bfloat16 peers' table (rows of a ``--bf16`` run).
+BF16_COLUMNS = _peer_columns('bf16', 'bf16', 'bf16', 'bf16 vs fp32')
 
 
 def format_markdown(rows: Sequence[dict],

@@ -18,6 +18,9 @@
 - ``dense_prepacked`` and ``dyt_prepacked``: the dense ViT and DyT in eager
   mode with their blocks' linear layers pre-packed for oneDNN
   (:func:`prepacked_copy`, ``mmdyt.models.prepacked_linear``).
+- ``dense_bf16`` and ``dyt_bf16``: the dense ViT and DyT under
+  ``torch.autocast`` in bfloat16 (:class:`AutocastPeer`), as ``tools/test.py
+  --amp`` runs a model on a CPU.
 """
 import copy
 import itertools
@@ -126,6 +129,26 @@ class IdealSliceDyT(_MLPDispatchPeer):
         out = block.mlp_adapter.add_to(x, x, inplace=True)
         out.flatten(0, 1)[:active].add_(update)
         return out
+
+
+class AutocastPeer(nn.Module):
+    """A model run under ``torch.autocast`` (bfloat16 by default) on the
+    device of its input; the model's own weights, not a copy.
+
+    Args:
+        model (nn.Module): The model.
+        dtype (torch.dtype): The autocast dtype. Defaults to
+            ``torch.bfloat16``.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, x: Tensor):
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x)
 
 
 def compile_for_benchmark(model: nn.Module,
