@@ -122,3 +122,12 @@ def test_amp_training_and_testing_with_the_demo_config(tmp_path):
         tmp_path / 'bf16')
     assert abs(bf16['act_rate'] - fp32['act_rate']) < 0.01
     assert abs(bf16['aAcc'] - fp32['aAcc']) < 1.0
+    # amp_agreement.py: the same two evaluations as test.py's, side by side
+    result = run_tool_here('analysis_tools/amp_agreement.py', config,
+                           checkpoint, options=options)
+    for got, want in ((result['metrics_fp32'], fp32),
+                      (result['metrics_amp'], bf16)):
+        assert got['mIoU'] == pytest.approx(want['mIoU'], abs=0.01)
+    assert result['rate_fp32'] == pytest.approx(fp32['act_rate'], abs=1e-3)
+    assert 0 <= result['decisions_differ'] < 0.05 * result['decisions']
+    assert result['pixels_agree'] > 0.9
