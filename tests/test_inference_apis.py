@@ -116,3 +116,37 @@ def test_mmaction2_inferencer(tmp_path):
         video, return_datasamples=True)['predictions'][0]
     torch.testing.assert_close(sample.pred_score, torch.tensor(scores))
     assert 0 < sample.metainfo['act_rate'] < 1
+
+
+def test_mmseg_inferencer_under_bfloat16_autocast(tmp_path):
+    """The inferencer runs DyT in bfloat16 when the call is wrapped in
+    torch.autocast (what README's mixed-precision section shows): the MLPs
+    compute in bfloat16, the dispatcher scores in float32, and predictions
+    and rate stay close to float32's."""
+    from mmseg.apis import MMSegInferencer
+    torch.manual_seed(0)
+    inferencer = MMSegInferencer(model=seg_config('demo/seg_demo.py'),
+                                 weights=None, device='cpu')
+    path = image(tmp_path)
+    dtypes = {}
+    block = inferencer.model.backbone.blocks[0]
+
+    def record(name):
+        def hook(module, args, out):
+            dtypes.setdefault(name, out.dtype)
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in (
+        ('mlp', block.mlp.fc1), ('scores', block.mlp_dispatcher))]
+    fp32 = inferencer(path, return_datasamples=True)
+    assert dtypes == {'mlp': torch.float32, 'scores': torch.float32}
+    dtypes.clear()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        bf16 = inferencer(path, return_datasamples=True)
+    for hook in hooks:
+        hook.remove()
+    assert dtypes == {'mlp': torch.bfloat16, 'scores': torch.float32}
+    agree = (bf16.pred_sem_seg.data == fp32.pred_sem_seg.data).float().mean()
+    assert agree > 0.95
+    assert bf16.metainfo['act_rate'] == pytest.approx(
+        fp32.metainfo['act_rate'], abs=0.05)
