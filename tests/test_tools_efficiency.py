@@ -561,3 +561,53 @@ def test_visualize_dispatch_needs_dispatchers(tmp_path):
             config, checkpoint, 'x.jpg', '--out',
             str(tmp_path), '--cfg-options', *options
         ])
+
+
+def test_profile_ops_casts_and_small_matmuls(restore_threads, capsys):
+    """profile_ops.py: under bfloat16 autocast DyT's gathered path converts
+    activations as often per block as the adapter-only model (no dtype
+    round trip of its own) and fewer elements (only the active tokens reach
+    the MLP); the small matmuls' shares and both forms are measured."""
+    rows = load_tool('profile_ops').main([
+        '--arch', 'tiny', '--img-size', '64', '--batch', '2', '--threads',
+        '1', '--repeats', '3'
+    ])
+    assert '| batch | threads |' in capsys.readouterr().out
+    row, = rows
+    for kind in ('weight', 'down', 'up'):
+        # one activation cast in each direction per matmul input / update;
+        # DyT's gathered MLP and its index_add add none
+        assert row[f'dyt_bf16_{kind}_casts_per_block'] == pytest.approx(
+            row[f'adapter_bf16_{kind}_casts_per_block']), kind
+    # the dense block: 4 linear layers (weight and bias), 2 matmul inputs
+    # (qkv, fc1; proj and fc2 take bfloat16 already), 2 residual adds; the
+    # patch embedding's cast spread over the blocks
+    assert row['dense_bf16_weight_casts_per_block'] == pytest.approx(
+        8 + 2 / row['depth'])
+    assert row['dense_bf16_up_casts_per_block'] == pytest.approx(2, abs=0.1)
+    assert (row['dyt_bf16_activation_elements_per_block'] <
+            row['adapter_bf16_activation_elements_per_block'])
+    for part in ('adapter_down', 'adapter_up', 'dispatcher'):
+        assert 0 < row[f'{part}_share'] < 0.5, part
+    for key in ('fused_speedup', 'dense_weight_cast_cost',
+                'dyt_weight_cast_cost'):
+        low, high = row[f'{key}_ci']
+        assert 0 < low <= row[key] <= high, key
+
+
+def test_bfloat16_weights_compute_what_autocast_computes(tiny_models):
+    """profile_ops.with_bfloat16_weights: the same outputs under autocast,
+    bit for bit, with the dispatchers still scoring in float32."""
+    from benchmark_peers import AutocastPeer
+    with_bf16 = load_tool('profile_ops').with_bfloat16_weights
+    inputs = torch.randn(2, 3, 64, 64)
+    for model in (tiny_models.dense, tiny_models.dyt):
+        copy = with_bf16(model)
+        with torch.inference_mode():
+            want, got = AutocastPeer(model)(inputs), AutocastPeer(copy)(inputs)
+        want, got = (want[-1], got[-1]) if isinstance(want, tuple) else (
+            want, got)
+        assert torch.equal(want, got)
+    assert all(d.linear.weight.dtype == torch.float32
+               for d in copy.dispatchers())
+    assert copy.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
