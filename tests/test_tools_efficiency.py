@@ -611,3 +611,23 @@ def test_bfloat16_weights_compute_what_autocast_computes(tiny_models):
     assert all(d.linear.weight.dtype == torch.float32
                for d in copy.dispatchers())
     assert copy.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+
+
+def test_bf16_peer_check_reads_dyt_decisions(tiny_models, monkeypatch):
+    """DyT's bfloat16 peer is checked on its dispatch decisions (tokens at
+    the threshold may flip), the other models on their outputs."""
+    import benchmark_models
+    inputs = torch.randn(2, 3, 64, 64)
+    benchmark_models.set_activation_rate(tiny_models.dyt, inputs, 0.5)
+    tiny_models.add_bf16()
+    try:
+        benchmark_models._check_peers(tiny_models, inputs)  # passes
+        monkeypatch.setitem(benchmark_models.BF16_DECISIONS, 'rate', -1)
+        with pytest.raises(RuntimeError, match='decisions'):
+            benchmark_models._check_peers(tiny_models, inputs)
+        monkeypatch.undo()
+        monkeypatch.setitem(benchmark_models.PEER_TOLERANCE, 'bf16', 1e-6)
+        with pytest.raises(RuntimeError, match="dense model's output"):
+            benchmark_models._check_peers(tiny_models, inputs)
+    finally:
+        tiny_models.bf16 = {}

@@ -450,10 +450,18 @@ def time_interleaved(models: Dict[str, Callable[[Tensor], object]],
     return times
 
 
-#: How far a peer's output may be from its eager model's (the largest
-#: error over the largest output): float32 rounding for compiled and
-#: pre-packed kernels, bfloat16's 8-bit mantissa for autocast.
-PEER_TOLERANCE = {'compiled': 1e-3, 'prepacked': 1e-3, 'bf16': 0.1}
+#: How far a peer's output may be from its eager model's: for compiled and
+#: pre-packed kernels float32 rounding of the largest error over the largest
+#: output; for bfloat16 autocast the relative (Frobenius) error of the whole
+#: output of a model that skips nothing.
+PEER_TOLERANCE = {'compiled': 1e-3, 'prepacked': 1e-3, 'bf16': 0.05}
+
+#: DyT under bfloat16 autocast: tokens whose score lies at the threshold may
+#: flip under bfloat16's rounding of the stream the dispatchers read, and one
+#: token's MLP update in or out is a large change at that token. So DyT is
+#: checked on its decisions instead: the share that agrees with float32's
+#: and the activation rate.
+BF16_DECISIONS = dict(agree=0.97, rate=0.02)
 
 
 def _check_peers(models: BenchmarkModels, inputs: Tensor) -> None:
@@ -463,15 +471,39 @@ def _check_peers(models: BenchmarkModels, inputs: Tensor) -> None:
     with torch.inference_mode():
         for peer, model in models.peers().items():
             name, _, how = peer.partition('_')
-            want = getattr(models, name)(inputs)
-            got = model(inputs)
+            eager = getattr(models, name)
+            if how == 'bf16' and getattr(eager, 'dispatch', None):
+                _check_bf16_decisions(eager, inputs)
+                continue
+            want, got = eager(inputs), model(inputs)
             want, got = (torch.stack(list(v)).float()
                          if isinstance(v, tuple) else v.float()
                          for v in (want, got))
-            err = float((want - got).abs().max())
-            if err > PEER_TOLERANCE[how] * float(want.abs().max()):
+            if how == 'bf16':
+                err = float((want - got).norm() / want.norm())
+                scale = 1.0
+            else:
+                err = float((want - got).abs().max())
+                scale = float(want.abs().max())
+            if err > PEER_TOLERANCE[how] * scale:
                 raise RuntimeError(f'{how} changed the {name} model\'s '
-                                   f'output (max error {err:.3g})')
+                                   f'output (error {err:.3g})')
+
+
+def _check_bf16_decisions(model: DyTViT, inputs: Tensor) -> None:
+    """Raise if DyT's dispatch decisions under bfloat16 autocast differ
+    from float32's beyond :data:`BF16_DECISIONS`."""
+    _, want = model.forward_with_masks(inputs)
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
+        _, got = model.forward_with_masks(inputs)
+    want, got = (torch.stack([m.float() for m in v]) for v in (want, got))
+    agree = float((want == got).float().mean())
+    rate_change = abs(float(want.mean() - got.mean()))
+    if agree < BF16_DECISIONS['agree'] or \
+            rate_change > BF16_DECISIONS['rate']:
+        raise RuntimeError(
+            f'bf16 changed the dyt model\'s decisions: {agree:.2%} agree '
+            f'with float32\'s, the rate moved by {rate_change:.3f}')
 
 
 def benchmark_setting(models: BenchmarkModels,

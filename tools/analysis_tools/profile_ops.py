@@ -25,7 +25,7 @@ Two questions the speed tables cannot answer by themselves:
 Examples::
 
     cd tools/analysis_tools
-    python profile_ops.py --preset vit-b-224 --batch 1 8 --threads 2
+    python profile_ops.py --preset vit-b-224 --batch 1 8 --threads 1 2
     python profile_ops.py --preset vit-b-224 --batch 1 --threads 1 \\
         --json profile_224.json
 """
@@ -61,7 +61,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='a DyTViT arch name instead of the preset\'s')
     parser.add_argument('--img-size', type=int, default=None)
     parser.add_argument('--batch', type=int, nargs='+', default=[1, 8])
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--threads', type=int, nargs='+', default=[2])
     parser.add_argument('--rate', type=float, default=0.5,
                         help='DyT\'s activation rate (dispatcher biases)')
     parser.add_argument('--repeats', type=int, default=50,
@@ -297,7 +297,6 @@ def _ratio(row: dict, key: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     if preset.get('num_frames') or preset.get('vitdet'):
         raise SystemExit(f'profile_ops.py profiles image ViTs; preset '
@@ -306,11 +305,17 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     img_size = args.img_size or preset['img_size']
     models = build_benchmark_models(arch=arch, img_size=img_size)
     rows = []
-    for batch in args.batch:
-        print(f'profiling batch {batch} ({arch}, {img_size}px, '
-              f'{args.threads} threads)', flush=True)
-        rows.append(profile_setting(models, batch, img_size, args.rate,
-                                    args.repeats))
+    threads = torch.get_num_threads()
+    try:
+        for num_threads in args.threads:
+            torch.set_num_threads(num_threads)
+            for batch in args.batch:
+                print(f'profiling batch {batch} ({arch}, {img_size}px, '
+                      f'{num_threads} threads)', flush=True)
+                rows.append(profile_setting(models, batch, img_size,
+                                            args.rate, args.repeats))
+    finally:
+        torch.set_num_threads(threads)
     print(format_markdown(rows))
     if args.json:
         with open(args.json, 'w') as f:

@@ -71,4 +71,19 @@ speed prepack_vit_b_224 --preset vit-b-224 --batch 1 8 32 --rate 0.5 \
     --threads 1 2 --warmup 1 --repeats 10 --prepack
 speed prepack_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 \
     --threads 2 --warmup 1 --repeats 8 --prepack
+# 5. The path users run: bfloat16 autocast beside float32 (backbones), the
+# recipes' whole test step end to end (sliding window, batched crops vs crop
+# by crop, fp32 and bf16), and the op profile (casts, small matmuls)
+speed bf16_vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
+    --repeats 10 --bf16
+speed bf16_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 --threads 1 2 \
+    --warmup 1 --repeats 6 --bf16
+speed e2e_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
+    --e2e --shapes 512x683 512x1024 512x2048 --precision fp32 bf16 \
+    --threads 2 --warmup 1 --repeats 3
+speed e2e_ade20k_upernet --config configs/ade20k/dyt_vitb.py --e2e \
+    --shapes 512x2048 --precision fp32 bf16 --models dyt adapter \
+    --threads 2 --warmup 1 --repeats 3
+run profile_vit_b_224 tools/analysis_tools/profile_ops.py --preset vit-b-224 \
+    --batch 1 8 --threads 1 2
 echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"
