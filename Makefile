@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/mmcv_lite.txt
+$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/deploy.txt requirements/mmcv_lite.txt
 	@test -x $(PY) || { echo '[install] creating $(VENV) with $(PYTHON)'; $(PYTHON) -m venv $(VENV); }
 	@echo '[install] installing the pinned dependencies (requirements/*.txt; pip output in $(INSTALL_LOG))'
-	@$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt > $(INSTALL_LOG) 2>&1 \
+	@$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt > $(INSTALL_LOG) 2>&1 \
 		|| { tail -30 $(INSTALL_LOG); exit 1; }
 	@# keep a compiled mmcv if there is one; else the pure-Python mmcv-lite
 	@if $(PY) -c 'import mmcv' 2>/dev/null; then echo '[install] keeping the installed mmcv'; \

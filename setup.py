@@ -38,5 +38,6 @@ setup(
         'mim': parse_requirements('mminstall'),
         'lite': parse_requirements('mmcv_lite'),
         'tests': parse_requirements('tests'),
+        'deploy': parse_requirements('deploy'),
     },
     zip_safe=False)

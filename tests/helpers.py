@@ -18,7 +18,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: tests import the tools' modules as the tools do.
 TOOL_DIRS = [osp.join(REPO_ROOT, 'tools')] + [
     osp.join(REPO_ROOT, 'tools', sub)
-    for sub in ('analysis_tools', 'model_converters', 'demo')
+    for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment')
 ]
 
 #: A small custom ViT arch that runs in milliseconds.

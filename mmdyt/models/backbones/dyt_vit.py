@@ -603,7 +603,8 @@ class DyTViT(BaseModule):
             if i in self.out_indices:
                 outs.append(self._format(x, grid, num_frames))
         if not complete:
-            self.dispatch_masks = masks
+            if not torch.compiler.is_exporting():  # no state in a graph
+                self.dispatch_masks = masks
             for hook in self._mask_hooks.values():
                 hook(masks, inputs)
         return tuple(outs), masks
