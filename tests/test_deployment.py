@@ -210,3 +210,30 @@ def test_recognizer_export_and_video_inference(tmp_path):
     model = init_recognizer(cfg, checkpoint, device='cpu')
     expected = inference_recognizer(model, video).pred_score.reshape(-1)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('bias', [0.0, -1e4])
+def test_detector_backbone_and_neck_export(tmp_path, bias):
+    """ViTDet has no cls token: with bias -1e4 no token of any block is
+    active (an empty gather), which the runtimes must run too."""
+    from model_inputs import init_task_model, load_config
+    config = config_path('demo/det_demo.py')
+    cfg = load_config(config)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = init_task_model(cfg)
+    with torch.no_grad():
+        for dispatcher in model.backbone.dispatchers():
+            dispatcher.linear.bias.fill_(bias)
+    checkpoint = save_model(model, str(tmp_path / 'det.pth'))
+    path = export(config, checkpoint, str(tmp_path / 'det.onnx'),
+                  '--with-rate')
+    inputs = torch.randn(1, 3, 128, 128)
+    outputs = assert_runtimes_match(path, cfg, checkpoint, inputs,
+                                    with_rate=True)
+    assert [o.shape[-1] for o in outputs[:-1]] == [64, 32, 16, 8, 4]
+    rates = outputs[-1]
+    if bias:
+        np.testing.assert_array_equal(rates, 0)
+    else:
+        assert 0 < rates.mean() < 1

@@ -277,7 +277,8 @@ class DyTBlock(BaseModule):
             mask = self._decide(dispatcher, x[:, prefix:], complete)
             return mask, self._with_prefix(mask)
         full = dispatcher(x)
-        full[:, :prefix] = 1
+        if prefix:  # (an empty write would still be a node of an export)
+            full[:, :prefix] = 1
         return full[:, prefix:], full
 
     def _with_prefix(self, mask: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ DyT's ``(B, N, C)`` token sequences.
 """
 from typing import Optional, Tuple
 
+import torch
 import torch.nn as nn
 from timm.models.vision_transformer_sam import Attention as SAMAttention
 from timm.models.vision_transformer_sam import (window_partition,
@@ -92,10 +93,23 @@ class WindowAttention(SAMAttention):
         if self.window_size:
             x, padded = window_partition(x, self.window_size)
             x = window_unpartition(
-                super().forward(x), self.window_size, tuple(grid), padded)
+                self._attend(x), self.window_size, tuple(grid), padded)
         else:
-            x = super().forward(x)
+            x = self._attend(x)
         return x.reshape(batch, num_tokens, channels)
+
+    def _attend(self, x: Tensor) -> Tensor:
+        """timm's attention over (B, H, W, C) windows. Under
+        ``torch.export`` (ONNX export) its unfused form: timm's fused call
+        passes 3-D (batch x heads) tensors to ``scaled_dot_product_attention``,
+        which the ONNX exporter takes in 4-D only."""
+        if not (self.fused_attn and torch.compiler.is_exporting()):
+            return super().forward(x)
+        self.fused_attn = False
+        try:
+            return super().forward(x)
+        finally:
+            self.fused_attn = True
 
     def extra_repr(self) -> str:
         return (f'window_size={self.window_size}, '

@@ -86,4 +86,11 @@ speed e2e_ade20k_upernet --config configs/ade20k/dyt_vitb.py --e2e \
     --threads 2 --warmup 1 --repeats 3
 run profile_vit_b_224 tools/analysis_tools/profile_ops.py --preset vit-b-224 \
     --batch 1 8 --threads 1 2
+# 6. Deployment: DyT, adapter-only and dense exported to ONNX, in PyTorch
+# eager, ONNX Runtime and OpenVINO (BENCHMARKS.md 3.10; about 7 minutes)
+run deploy_vit_b_224 tools/deployment/benchmark_deploy.py --preset vit-b-224 \
+    --batch 1 8 --repeats 10
+run deploy_segmenter_512 tools/deployment/benchmark_deploy.py \
+    --config configs/ade20k/dyt_vitb_segmenter.py --shape 512 512 --batch 1 \
+    --warmup 1 --repeats 8
 echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"

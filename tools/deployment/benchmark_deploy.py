@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
                             'analysis_tools'))
 
 import mmdyt  # noqa: E402,F401  (compat fixes, registration)
+from benchmark import cpu_bf16, cpu_model  # noqa: E402
 from benchmark_models import (PRESETS, build_benchmark_models,  # noqa: E402
                               format_markdown, ratio_fields,
                               set_activation_rate, time_interleaved)
@@ -197,17 +197,18 @@ def benchmark_setting(setting: str, twins: Dict[str, nn.Module],
            for key, value in times.items()},
         **ratio_fields(times, *specs),
         output_errors={k: float(f'{v:.2e}') for k, v in errors.items()},
-        cpu=platform.processor() or platform.machine(),
+        cpu=cpu_model(), cpu_bf16=cpu_bf16(),
         repeats=repeats)
 
 
-def _runtime_cell(key: str, ci: Optional[str] = None):
+def _runtime_cell(key: str, ci: Optional[str] = None, digits: int = 3):
     """A cell of the runtime-prefixed field ``key`` (and its interval)."""
     def cell(line: dict) -> str:
         value = line.get(f'{line["runtime"]}_{key}')
         if value is None:
             return '—'
-        text = f'{value:.3f}' if isinstance(value, float) else str(value)
+        text = f'{value:.{digits}f}'
+
         if ci:
             low, high = line[f'{line["runtime"]}_{ci}']
             text += f' [{low:.3f}, {high:.3f}]'
@@ -221,9 +222,9 @@ COLUMNS = (
     ('batch', 'batch', None),
     ('runtime', 'runtime', None),
     ('FLOPs bound', 'flops_bound', None),
-    ('dense ms', _runtime_cell('dense_ms'), None),
-    ('adapter-only ms', _runtime_cell('adapter_ms'), None),
-    ('DyT ms', _runtime_cell('dyt_ms'), None),
+    ('dense ms', _runtime_cell('dense_ms', digits=1), None),
+    ('adapter-only ms', _runtime_cell('adapter_ms', digits=1), None),
+    ('DyT ms', _runtime_cell('dyt_ms', digits=1), None),
     ('dense / DyT', _runtime_cell('speedup', 'speedup_ci'), None),
     ('adapter-only / DyT',
      _runtime_cell('dyt_vs_adapter', 'dyt_vs_adapter_ci'), None),
