@@ -18,6 +18,7 @@ from mmdyt.utils.args import (check_arguments, check_call_arguments,
 from ..dispatcher import TokenDispatcher, mean_rate
 from ..dyt_block import DyTBlock, check_dispatch
 from ..prepacked_linear import prepack_block
+from .timm_arch import timm_arch_kwargs
 from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
                           load_vit_checkpoint, resample_pos_embed,
                           strip_frozen_weights)
@@ -176,6 +177,20 @@ class DyTViT(BaseModule):
             which stalls a GPU stream, so by default (None) only inputs on
             the CPU are checked, where that costs one pass over the input;
             True checks on every device, False never. Defaults to None.
+        num_reg_tokens (int): Register tokens after the cls token (DINOv2
+            with registers): prefix tokens like the cls token, always
+            active, never skipped. Defaults to 0.
+        no_embed_class (bool): The position embedding covers the patch
+            tokens only; the prefix tokens get none (timm's
+            ``no_embed_class``, DINOv2 with registers). Defaults to False.
+        timm_arch (str, optional): A timm ViT name (e.g.
+            ``'vit_base_patch14_reg4_dinov2'``, ``'vit_large_patch16_224'``)
+            whose ``arch``, ``patch_size``, ``with_cls_token``,
+            ``num_reg_tokens``, ``no_embed_class``,
+            ``layer_scale_init_value`` and ``qkv_bias`` replace those
+            arguments (:func:`~.timm_arch.timm_arch_kwargs` reads them from
+            timm's model definition). ``img_size`` stays the caller's.
+            Defaults to None.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH, prefix=None)`` loads a timm-format ViT checkpoint
             (position embedding resampled to ``img_size``). Defaults to None.
@@ -244,8 +259,23 @@ class DyTViT(BaseModule):
                  save_trainable_only: bool = False,
                  prepack_weights: bool = False,
                  check_finite: Optional[bool] = None,
+                 num_reg_tokens: int = 0,
+                 no_embed_class: bool = False,
+                 timm_arch: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.timm_arch = timm_arch
+        if timm_arch is not None:
+            settings = timm_arch_kwargs(timm_arch)
+            arch, patch_size = settings['arch'], settings['patch_size']
+            with_cls_token = settings['with_cls_token']
+            num_reg_tokens = settings['num_reg_tokens']
+            no_embed_class = settings['no_embed_class']
+            layer_scale_init_value = settings['layer_scale_init_value']
+            qkv_bias = settings['qkv_bias']
+        if not isinstance(num_reg_tokens, int) or num_reg_tokens < 0:
+            raise ValueError(f'num_reg_tokens must be an int >= 0, got '
+                             f'{num_reg_tokens!r}')
         if save_trainable_only and not frozen:
             raise ValueError(
                 'save_trainable_only=True needs frozen=True: with '
@@ -276,7 +306,12 @@ class DyTViT(BaseModule):
         self.frozen = frozen
         self.final_norm = final_norm
         self.check_finite = check_finite
-        self.num_prefix_tokens = int(with_cls_token)
+        self.num_reg_tokens = num_reg_tokens
+        self.num_prefix_tokens = int(with_cls_token) + num_reg_tokens
+        self.no_embed_class = no_embed_class
+        #: Leading entries of ``pos_embed`` that are not on the patch grid.
+        self.pos_embed_prefix = 0 if no_embed_class else \
+            self.num_prefix_tokens
 
         self.img_size = (img_size, img_size) if isinstance(img_size,
                                                            int) else tuple(
@@ -292,8 +327,10 @@ class DyTViT(BaseModule):
         self.patch_grid = tuple(self.patch_embed.grid_size)
         self.cls_token = nn.Parameter(torch.zeros(
             1, 1, self.embed_dims)) if with_cls_token else None
+        self.reg_token = nn.Parameter(torch.zeros(
+            1, num_reg_tokens, self.embed_dims)) if num_reg_tokens else None
         self.pos_embed = nn.Parameter(
-            torch.zeros(1, self.num_prefix_tokens + int(np.prod(
+            torch.zeros(1, self.pos_embed_prefix + int(np.prod(
                 self.patch_grid)), self.embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
 
@@ -377,6 +414,8 @@ class DyTViT(BaseModule):
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
         for block in self.blocks:
             for module in (*block.attn.modules(), *block.mlp.modules()):
                 if isinstance(module, nn.Linear):
@@ -406,7 +445,7 @@ class DyTViT(BaseModule):
                 f'cannot load a position embedding of shape '
                 f'{tuple(pos_embed.shape)} into {tuple(self.pos_embed.shape)}'
                 ': expected (1, prefix + side**2, embed_dims)')
-        if not self.num_prefix_tokens and has_cls_entry(pos_embed):
+        if not self.pos_embed_prefix and has_cls_entry(pos_embed):
             # a ViT pre-trained with a cls token, used without (ViTDet)
             pos_embed = pos_embed[:, 1:]
             print_log('Dropped the cls token\'s entry of the loaded '
@@ -416,8 +455,8 @@ class DyTViT(BaseModule):
                 state_dict[name] = pos_embed
                 return
         state_dict[name] = resample_pos_embed(pos_embed, self.patch_grid,
-                                              self.num_prefix_tokens)
-        side = int(round((pos_embed.shape[1] - self.num_prefix_tokens)**0.5))
+                                              self.pos_embed_prefix)
+        side = int(round((pos_embed.shape[1] - self.pos_embed_prefix)**0.5))
         print_log(
             f'Resampled pos_embed from a {side}x{side} to a '
             f'{self.patch_grid[0]}x{self.patch_grid[1]} patch grid.',
@@ -537,11 +576,17 @@ class DyTViT(BaseModule):
         pos_embed = self.pos_embed
         if grid != self.patch_grid:
             pos_embed = resample_pos_embed(pos_embed, grid,
-                                           self.num_prefix_tokens,
+                                           self.pos_embed_prefix,
                                            old_grid=self.patch_grid)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
-                          dim=1)
+        # timm's order: cls, registers, patches; with no_embed_class the
+        # position embedding is added to the patches only
+        prefix = [t.expand(x.shape[0], -1, -1)
+                  for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:
+            x = x + pos_embed
+            return self.drop_after_pos(torch.cat(prefix + [x], dim=1))
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
         return self.drop_after_pos(x + pos_embed)
 
     def _format(self, x: Tensor, grid: Tuple[int, int],
