@@ -1,5 +1,5 @@
 from .adapters import Adapter, MoEAdapter
-from .backbones import DyTViT
+from .backbones import DyTSwinTransformer, DyTViT
 from .dispatcher import TokenDispatcher
 from .detectors import DyTTwoStageDetector
 from .dyt_block import DISPATCH_MODES, DyTBlock
@@ -13,6 +13,7 @@ from .segmentors import DyTEncoderDecoder
 
 __all__ = [
     'Adapter', 'MoEAdapter', 'TokenDispatcher', 'DyTBlock', 'DyTViT',
+    'DyTSwinTransformer',
     'DISPATCH_MODES', 'DyTLoss', 'rate_loss', 'distill_loss',
     'DyTEncoderDecoder', 'DyTRecognizer3D', 'DyTTwoStageDetector',
     'AttentivePoolHead',

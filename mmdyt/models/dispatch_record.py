@@ -1,6 +1,6 @@
 """What DyT did for each predicted sample: its activation rate and, on
 request, its dispatch masks, attached to the library's data samples."""
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -64,6 +64,15 @@ def predict_with_dispatch(backbone: nn.Module,
     if not forwards or not samples:
         return samples
     num = len(samples)
+    if len({m.shape[1:] for masks in forwards for m in masks}) > 1:
+        # a hierarchical backbone (Swin): each stage's masks have their own
+        # token count, so they are kept per dispatcher, not stacked
+        if return_masks:
+            raise ValueError(
+                'return_dispatch_masks needs masks of one size; this '
+                'backbone\'s stages have different token grids (read '
+                'backbone.dispatch_masks after a forward instead)')
+        return _record_rates(samples, forwards, row_samples, grids[0])
     per_sample: List[List[Tensor]] = [[] for _ in range(num)]
     stacked = [torch.stack(masks, dim=1)  # rows, dispatchers, tokens
                for masks in forwards]
@@ -91,4 +100,39 @@ def predict_with_dispatch(backbone: nn.Module,
                                  dispatch_grid=grids[0]))
         if return_masks:
             sample.set_field(masks, 'dispatch_masks', field_type='data')
+    return samples
+
+
+def _record_rates(samples: list, forwards: List[Sequence[Tensor]],
+                  row_samples: Optional[Sequence[int]],
+                  grid: Tuple[int, int]) -> list:
+    """Set ``act_rate`` (and ``dispatch_grid``) of every sample from masks
+    of different sizes: per dispatcher the share of the sample's tokens it
+    computed, over all the sample's rows, then the mean over dispatchers."""
+    num = len(samples)
+    owners = None
+    if row_samples:
+        owners = torch.as_tensor(list(row_samples))
+    sums = torch.zeros(num, len(forwards[0]), dtype=torch.float64)
+    counts = torch.zeros_like(sums)
+    start = 0
+    for masks in forwards:
+        rows = masks[0].shape[0]
+        if owners is not None:
+            owner = owners[start:start + rows]
+        else:
+            if rows % num:
+                raise ValueError(f'cannot attribute a forward of {rows} '
+                                 f'rows to {num} samples')
+            owner = torch.arange(num).repeat_interleave(rows // num)
+        for site, mask in enumerate(masks):
+            flat = mask.detach().float().flatten(1).cpu()
+            sums[:, site].index_add_(0, owner, flat.sum(1).double())
+            counts[:, site].index_add_(
+                0, owner, torch.full((rows, ), float(flat.shape[1]),
+                                     dtype=torch.float64))
+        start += rows
+    rates = (sums / counts).mean(dim=1)
+    for sample, rate in zip(samples, rates):
+        sample.set_metainfo(dict(act_rate=float(rate), dispatch_grid=grid))
     return samples

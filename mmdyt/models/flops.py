@@ -55,11 +55,14 @@ class FlopsReport:
     patch_embed: float
     blocks: List[float] = field(default_factory=list)
     final_norm: float = 0.
+    #: A Swin's patch merging layers and stage output norms.
+    between_stages: float = 0.
 
     @property
     def total(self) -> float:
         """FLOPs of the backbone for one image."""
-        return self.patch_embed + sum(self.blocks) + self.final_norm
+        return (self.patch_embed + sum(self.blocks) + self.final_norm +
+                self.between_stages)
 
 
 def _adapter_flops(adapter: Optional[nn.Module], num_tokens: int,
@@ -121,6 +124,8 @@ def dyt_vit_flops(backbone: nn.Module,
         ...       2)
         17.58
     """
+    if hasattr(backbone, 'stages'):  # a DyTSwinTransformer
+        return dyt_swin_flops(backbone, img_size, rates, with_dyt)
     channels = backbone.embed_dims
     hidden = backbone.arch_settings['feedforward_channels']
     patch = backbone.patch_size
@@ -165,4 +170,78 @@ def dyt_vit_flops(backbone: nn.Module,
     if getattr(backbone, 'norm', None) is not None and \
             last == backbone.num_layers - 1:
         report.final_norm = tokens * norm
+    return report
+
+
+def _site_rates(backbone: nn.Module,
+                rates: Optional[Sequence[float]]) -> dict:
+    sites = backbone.dispatch_sites
+    if rates is None:
+        rates = [1.0] * len(sites)
+    if len(rates) != len(sites):
+        raise ValueError(f'got {len(rates)} rates for {len(sites)} '
+                         'dispatchers')
+    return dict(zip(sites, rates))
+
+
+def dyt_swin_flops(backbone: nn.Module,
+                   img_size: Tuple[int, int],
+                   rates: Optional[Sequence[float]] = None,
+                   with_dyt: bool = True) -> FlopsReport:
+    """FLOPs of one image through a :class:`DyTSwinTransformer`, with the
+    rules of :func:`dyt_vit_flops`.
+
+    Counted: the patch embedding (and its norm); in every block its norms,
+    the qkv and output projections and the window attention on the grid
+    padded to a multiple of the window (mmseg pads it so), the FFN on the
+    tokens it computes (``r`` of them), and with ``with_dyt`` the adapter
+    and the dispatcher on every token; the patch merging layers (norm and
+    reduction) and the norms of the ``out_indices`` stages. The shift, the
+    relative position bias and the masks are free.
+
+    Args:
+        backbone (DyTSwinTransformer): The model (read, not run).
+        img_size (tuple[int, int]): Input height and width.
+        rates (Sequence[float], optional): Activation rate of every
+            dispatcher (:attr:`dispatch_sites` order). Defaults to None
+            (every token computed).
+        with_dyt (bool): Count adapters and dispatchers. Defaults to True.
+    """
+    rate_of = _site_rates(backbone, rates)
+    patch = backbone.patch_size
+    grid = (math.ceil(img_size[0] / patch), math.ceil(img_size[1] / patch))
+    channels = backbone.stages[0].blocks[0].norm1.normalized_shape[0]
+    tokens = grid[0] * grid[1]
+    embed = tokens * channels * backbone.in_channels * patch * patch
+    if backbone.patch_embed.norm is not None:
+        embed += tokens * channels * NORM_FLOPS_PER_ELEMENT
+    report = FlopsReport(patch_embed=embed)
+    index = 0
+    for stage_index, stage in enumerate(backbone.stages):
+        tokens = grid[0] * grid[1]
+        for block in stage.blocks:
+            window = block.attn.window_size
+            padded = (math.ceil(grid[0] / window) * window *
+                      math.ceil(grid[1] / window) * window)
+            hidden = block.ffn.layers[0][0].out_features
+            computed = rate_of.get((index, 'mlp'), 1.) * tokens
+            flops = (tokens * channels * NORM_FLOPS_PER_ELEMENT  # norm1
+                     + 4 * padded * channels * channels  # qkv, proj
+                     + 2 * padded * window * window * channels  # attention
+                     + computed * channels * NORM_FLOPS_PER_ELEMENT  # norm2
+                     + 2 * computed * channels * hidden)  # the FFN
+            if with_dyt:
+                flops += _adapter_flops(block.mlp_adapter, tokens, channels)
+                flops += channels * tokens * len(block.dispatch_sites)
+            report.blocks.append(flops)
+            index += 1
+        if stage_index in backbone.out_indices:
+            report.between_stages += tokens * channels * \
+                NORM_FLOPS_PER_ELEMENT
+        if stage.downsample:
+            grid = (math.ceil(grid[0] / 2), math.ceil(grid[1] / 2))
+            merged = grid[0] * grid[1]
+            report.between_stages += merged * 4 * channels * (
+                2 * channels + NORM_FLOPS_PER_ELEMENT)
+            channels *= 2
     return report

@@ -1,6 +1,5 @@
 """DyTViT: a frozen ViT adapted with DyT, for images and videos."""
-from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -10,14 +9,14 @@ from mmengine.model import BaseModule
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
-from torch.utils.hooks import RemovableHandle
 
 from mmdyt.registry import LIBRARIES, library_registry, register
 from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
-from ..dispatcher import TokenDispatcher, mean_rate
+from ..dispatcher import TokenDispatcher
 from ..dyt_block import DyTBlock, check_dispatch
 from ..prepacked_linear import prepack_block
+from .dispatch_api import DispatchAPIMixin
 from .timm_arch import timm_arch_kwargs
 from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
                           load_vit_checkpoint, resample_pos_embed,
@@ -63,7 +62,7 @@ def check_adapter_and_dispatcher_cfgs(dispatcher_cfg: Optional[dict],
 
 @register('MODELS')
 @suggest_unknown_arguments
-class DyTViT(BaseModule):
+class DyTViT(DispatchAPIMixin, BaseModule):
     """Vision Transformer with Dynamic Tuning (DyT, NeurIPS 2024).
 
     A pre-trained ViT (timm parameter names, so timm checkpoints load as they
@@ -371,8 +370,7 @@ class DyTViT(BaseModule):
         self._register_load_state_dict_pre_hook(self._resample_pos_embed_hook)
         if frozen:
             self._freeze_pretrained()
-        self.dispatch_masks: List[Tensor] = []
-        self._mask_hooks: Dict[int, Callable] = OrderedDict()
+        self._init_dispatch_api()
 
     # ----------------------------------------------------------- construction
     def _parse_arch(self, arch: Union[str, dict]) -> Dict[str, int]:
@@ -490,53 +488,6 @@ class DyTViT(BaseModule):
         else:
             super().init_weights()
 
-    # ---------------------------------------------------------------- dispatch
-    @property
-    def dispatch_sites(self) -> List[Tuple[int, str]]:
-        """``(block index, site)`` of every dispatcher, in mask order (each
-        block's :attr:`DyTBlock.dispatch_sites`)."""
-        return [(i, site) for i, block in enumerate(self.blocks)
-                for site in block.dispatch_sites]
-
-    def dispatchers(self) -> List[nn.Module]:
-        """All token dispatchers, in mask order."""
-        return [d for block in self.blocks for d in block.dispatchers()]
-
-    def register_mask_hook(
-            self, hook: Callable[[List[Tensor], Tensor], None]
-    ) -> RemovableHandle:
-        """Call ``hook(masks, inputs)`` after every dynamic (not complete)
-        forward, with that forward's masks (:meth:`forward_with_masks`) and
-        its input tensor.
-
-        Statistics (:class:`~mmdyt.engine.RateMeter`) use it instead of a
-        forward hook, which cannot tell a complete forward from a dynamic
-        one.
-
-        Returns:
-            RemovableHandle: ``handle.remove()`` unregisters the hook.
-        """
-        handle = RemovableHandle(self._mask_hooks)
-        self._mask_hooks[handle.id] = hook
-        return handle
-
-    def set_dispatch_threshold(self, threshold: float) -> None:
-        """Set the evaluation threshold of every dispatcher.
-
-        A higher threshold activates fewer tokens: a cost/accuracy knob on a
-        trained model, without retraining.
-        """
-        for dispatcher in self.dispatchers():
-            dispatcher.threshold = threshold
-
-    def activation_rate(self) -> Optional[float]:
-        """Mean of :attr:`dispatch_masks`: the fraction of dispatched tokens
-        that were computed in the last forward (None without dispatchers)."""
-        if not self.dispatch_masks:
-            return None
-        with torch.no_grad():
-            return float(mean_rate(self.dispatch_masks))
-
     # ----------------------------------------------------------------- forward
     def _check_input(self, x: Tensor) -> None:
         if x.dim() not in (4, 5):
@@ -647,11 +598,7 @@ class DyTViT(BaseModule):
                 x = self.norm(x)
             if i in self.out_indices:
                 outs.append(self._format(x, grid, num_frames))
-        if not complete:
-            if not torch.compiler.is_exporting():  # no state in a graph
-                self.dispatch_masks = masks
-            for hook in self._mask_hooks.values():
-                hook(masks, inputs)
+        self._publish_masks(masks, inputs, complete)
         return tuple(outs), masks
 
     def forward(self, x: Tensor, complete: bool = False) -> Tuple[Tensor]:

@@ -1,0 +1,227 @@
+"""DyTSwinTransformer: mmseg's Swin Transformer with DyT at every FFN."""
+from typing import List, Optional, Tuple
+
+import torch
+from mmseg.models.backbones import SwinTransformer
+from mmseg.models.backbones.swin import SwinBlock
+from torch import Tensor
+
+from mmdyt.registry import build_model, register
+from mmdyt.utils.args import suggest_unknown_arguments
+from ..dispatcher import TokenDispatcher
+from ..dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
+from ..sparse_ops import active_index, gathered_residual
+from .dispatch_api import DispatchAPIMixin
+from .vit_weights import is_dyt_param
+
+#: Values of ``dispatch`` a Swin block takes: MLP (FFN) dispatch, the
+#: paper's choice for Swin, or None (the adapter-only baseline).
+SWIN_DISPATCH_MODES = ('mlp', None)
+
+
+class DyTSwinBlock(SwinBlock):
+    """mmseg's ``SwinBlock`` with a token dispatcher and an adapter at its
+    FFN (``x' = x + Attn(LN1(x))``; ``y = x' + M * FFN(LN2(x')) +
+    Adapter(x')``).
+
+    The FFN works on each token alone, so windows, shifts and padding are
+    untouched: in evaluation the FFN runs on the active tokens only (gathered
+    over the batch), in training on every token with the mask multiplying
+    its output. Made from a built ``SwinBlock`` by :meth:`convert` (its
+    parameter names stay mmseg's, so Swin checkpoints load as they are).
+    """
+
+    @classmethod
+    def convert(cls, block: SwinBlock, dispatch: Optional[str],
+                dispatcher_cfg: Optional[dict],
+                adapter_cfg: dict) -> 'DyTSwinBlock':
+        """Turn a built ``SwinBlock`` into a :class:`DyTSwinBlock` in
+        place, adding its dispatcher and adapter."""
+        block.__class__ = cls
+        channels = block.norm2.normalized_shape[0]
+        block.dispatch = dispatch
+        #: ``(site, ...)`` of this block's dispatchers, in mask order.
+        block.dispatch_sites = DISPATCH_SITES[dispatch]
+        block.mlp_dispatcher = TokenDispatcher(
+            channels, **(dispatcher_cfg or {})) if dispatch else None
+        block.mlp_adapter = build_model(dict(adapter_cfg,
+                                             embed_dims=channels)) \
+            if 'mlp' in adapter_sites(dispatch) else None
+        return block
+
+    def dispatchers(self) -> List[TokenDispatcher]:
+        """This block's dispatchers, in mask order."""
+        return [self.mlp_dispatcher] if self.mlp_dispatcher else []
+
+    def _ffn_update(self, x: Tensor) -> Tensor:
+        """``FFN(LN2(x)) - identity`` (mmcv's FFN without its residual)."""
+        return self.ffn.dropout_layer(self.ffn.layers(self.norm2(x))).to(
+            x.dtype)
+
+    def forward_with_masks(self, x: Tensor, hw_shape: Tuple[int, int],
+                           complete: bool = False
+                           ) -> Tuple[Tensor, List[Tensor]]:
+        """Run the block on tokens ``x`` (B, H*W, C).
+
+        Returns:
+            tuple: The output tokens and this block's masks: one (B, H*W)
+            mask with MLP dispatch (all ones when ``complete``), none for
+            the adapter-only baseline.
+        """
+        x = x + self.attn(self.norm1(x), hw_shape)
+        masks = []
+        mask = None
+        if self.mlp_dispatcher is not None:
+            mask = x.new_ones(x.shape[:2]) if complete else \
+                self.mlp_dispatcher(x)
+            masks.append(mask)
+            if complete:
+                mask = None
+        adapter = self.mlp_adapter
+        if self.training or mask is None:
+            update = self._ffn_update(x)
+            if mask is not None:
+                update = update * mask[..., None]
+            out = x + update
+        else:
+            index = active_index(mask)
+            out = gathered_residual(x, index, self._ffn_update)
+        return (out if adapter is None else adapter.add_to(out, x)), masks
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        return self.forward_with_masks(x, hw_shape)[0]
+
+
+@register('MODELS', scopes=('mmseg', 'mmdet'))
+@suggest_unknown_arguments
+class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
+    """Swin Transformer (mmseg's ``SwinTransformer``) with DyT.
+
+    Every ``SwinBlock`` of every stage gets a token dispatcher and an
+    adapter at its FFN (:class:`DyTSwinBlock`); the pre-trained Swin is
+    frozen. Parameter names are mmseg's, so mmseg Swin checkpoints (and
+    timm / official ones converted by mmseg's ``swin2mmseg``, which mmseg's
+    ``init_weights`` also applies on load) load as they are; patch merging
+    and window padding of odd sizes are mmseg's own.
+
+    The dispatch API is :class:`DyTViT`'s (:class:`DispatchAPIMixin`):
+    :attr:`dispatch_sites` are ``(block, 'mlp')`` over the blocks of all
+    stages in order, :meth:`forward_with_masks` returns one ``(B, H_s *
+    W_s)`` mask per block (the token grid of its stage), and the rate loss
+    of the task models averages them all.
+
+    Args:
+        dispatch (str, optional): ``'mlp'`` (token dispatch at the FFN) or
+            None (the adapter-only baseline). Defaults to ``'mlp'``.
+        dispatcher_cfg (dict, optional): Arguments of every
+            :class:`TokenDispatcher`. Defaults to None.
+        adapter_cfg (dict, optional): Config of every adapter (``Adapter``
+            or ``MoEAdapter``). Defaults to
+            ``dict(type='Adapter', bottleneck=64)``.
+        frozen (bool): Freeze every pre-trained parameter (adapters and
+            dispatchers stay trainable). Defaults to True.
+        **kwargs: The arguments of mmseg's ``SwinTransformer``
+            (``embed_dims``, ``depths``, ``num_heads``, ``window_size``,
+            ``out_indices``, ``init_cfg``, ...).
+
+    Examples:
+        >>> import torch
+        >>> model = DyTSwinTransformer(embed_dims=32, depths=(2, 2),
+        ...                            num_heads=(1, 2), out_indices=(0, 1))
+        >>> [tuple(o.shape) for o in model(torch.randn(1, 3, 64, 64))]
+        [(1, 32, 16, 16), (1, 64, 8, 8)]
+    """
+
+    def __init__(self,
+                 dispatch: Optional[str] = 'mlp',
+                 dispatcher_cfg: Optional[dict] = None,
+                 adapter_cfg: Optional[dict] = None,
+                 frozen: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.dispatch = check_dispatch(dispatch)
+        if dispatch not in SWIN_DISPATCH_MODES:
+            raise ValueError(
+                f'DyTSwinTransformer dispatches at the FFN: dispatch must be '
+                f'one of {SWIN_DISPATCH_MODES}, got {dispatch!r}')
+        adapter_cfg = dict(adapter_cfg or dict(type='Adapter', bottleneck=64))
+        for stage in self.stages:
+            for block in stage.blocks:
+                DyTSwinBlock.convert(block, dispatch, dispatcher_cfg,
+                                     adapter_cfg)
+        #: Every block of every stage, in order.
+        self.blocks = [block for stage in self.stages for block in
+                       stage.blocks]
+        self.patch_size = self.patch_embed.projection.kernel_size[0]
+        self.in_channels = self.patch_embed.projection.in_channels
+        size = kwargs.get('pretrain_img_size', 224)
+        #: The input size the model is made for (``pretrain_img_size``).
+        self.img_size = (size, size) if isinstance(size, int) else \
+            tuple(size)
+        self.frozen = frozen
+        self._init_dispatch_api()
+        if frozen:
+            self._freeze_pretrained()
+
+    def _freeze_pretrained(self) -> None:
+        for name, param in self.named_parameters():
+            param.requires_grad = is_dyt_param(name)
+
+    def init_weights(self) -> None:
+        """mmseg's initialisation (or its loading of a ``Pretrained``
+        checkpoint), with the adapters and dispatchers kept as they were
+        built: mmseg's trunc-normal init of every Linear would otherwise
+        give the adapters a non-zero up-projection."""
+        own = {name: p.detach().clone()
+               for name, p in self.named_parameters() if is_dyt_param(name)}
+        super().init_weights()
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name in own:
+                    param.copy_(own[name])
+        if self.frozen:
+            self._freeze_pretrained()
+
+    def forward_with_masks(self, x: Tensor, complete: bool = False
+                           ) -> Tuple[List[Tensor], List[Tensor]]:
+        """mmseg's forward, with the masks of every block.
+
+        Args:
+            x (Tensor): Images (N, C, H, W).
+            complete (bool): Run every token through every FFN (the
+                complete model of DyT's distillation). Defaults to False.
+
+        Returns:
+            tuple: The stage outputs of ``out_indices`` (N, C_s, H_s, W_s)
+            and the masks in :attr:`dispatch_sites` order.
+        """
+        inputs = x
+        x, hw_shape = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            x = x + self.absolute_pos_embed
+        x = self.drop_after_pos(x)
+        outs, masks = [], []
+        for i, stage in enumerate(self.stages):
+            for block in stage.blocks:
+                x, block_masks = block.forward_with_masks(x, hw_shape,
+                                                          complete)
+                masks.extend(block_masks)
+            out, out_hw_shape = x, hw_shape
+            if stage.downsample:
+                x, hw_shape = stage.downsample(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)
+                outs.append(out.view(-1, *out_hw_shape,
+                                     self.num_features[i]).permute(
+                                         0, 3, 1, 2).contiguous())
+        self._publish_masks(masks, inputs, complete)
+        return outs, masks
+
+    def forward(self, x: Tensor, complete: bool = False) -> List[Tensor]:
+        return self.forward_with_masks(x, complete)[0]
+
+    def train(self, mode: bool = True) -> 'DyTSwinTransformer':
+        """mmseg's ``train`` (frozen stages stay in eval mode), returning
+        the module as ``nn.Module.train`` does (mmseg's returns None)."""
+        super().train(mode)
+        return self
