@@ -151,3 +151,25 @@ def test_ade20k_recipe_trains_a_step_with_the_rate_loss():
     with torch.no_grad():
         prediction = model.test_step(data)[0]
     assert 0 < prediction.metainfo['act_rate'] < 1
+
+
+def test_coco_recipe_trains_a_step_and_predicts_with_rates():
+    """configs/coco/dyt_swinb_mask-rcnn_1x.py with a small Swin: Mask R-CNN's
+    losses plus loss_rate, gradients at every dispatcher, a prediction
+    carrying its activation rate."""
+    from test_detection import build_detector, det_batch
+    cfg = Config.fromfile(config_path('coco/dyt_swinb_mask-rcnn_1x.py'))
+    cfg.model.backbone.update(init_cfg=None, **TINY_SWIN)
+    cfg.model.neck.in_channels = [32, 64, 128, 256]
+    model = build_detector(cfg).train()
+    data = model.data_preprocessor(det_batch((128, 128), 80), training=True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert {'loss_rate', 'loss_mask', 'loss_rpn_cls'} <= set(losses)
+    losses['loss_rate'].backward()
+    assert all(d.linear.weight.grad is not None
+               for d in model.backbone.dispatchers())
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(det_batch((128, 128), 80), False)
+        sample = model.predict(data['inputs'], data['data_samples'])[0]
+    assert 0 < sample.metainfo['act_rate'] < 1
