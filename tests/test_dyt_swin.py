@@ -173,3 +173,25 @@ def test_coco_recipe_trains_a_step_and_predicts_with_rates():
         data = model.data_preprocessor(det_batch((128, 128), 80), False)
         sample = model.predict(data['inputs'], data['data_samples'])[0]
     assert 0 < sample.metainfo['act_rate'] < 1
+
+
+def test_benchmark_peers_compute_what_dyt_computes():
+    """benchmark.py --preset swin-b-512's reference gather equals DyT's
+    gathered evaluation; the ideal slice runs DyT's token counts."""
+    from benchmark_swin import SwinIdealSlice, SwinReferenceGather
+    _, model = swin_pair()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if '_adapter.up' in name:
+                param.normal_(0, 0.02)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        got = model(x)
+        reference = SwinReferenceGather(model)(x)
+        ideal = SwinIdealSlice(model)
+        ideal.set_active(model.dispatch_masks)
+        sliced = ideal(x)
+    for a, b, c in zip(got, reference, sliced):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert c.shape == a.shape
+    assert ideal.active == [int(m.sum()) for m in model.dispatch_masks]

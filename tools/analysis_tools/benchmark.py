@@ -301,7 +301,8 @@ def run_backbones(args: argparse.Namespace) -> List[dict]:
     setting = resolve_setting(args)
     models = build_benchmark_models(
         setting['arch'], setting['img_size'], seed=args.seed,
-        vitdet=setting.get('vitdet', False))
+        vitdet=setting.get('vitdet', False),
+        swin=setting.get('swin', False))
     if args.prepack:
         models.prepack()
     if args.bf16:

@@ -73,6 +73,10 @@ PRESETS = {
     # peer is timm's SAM ViT-B blocks, the same design
     'vitdet-b-1024': dict(arch='base', img_size=1024, num_frames=None,
                           batches=(1, ), vitdet=True),
+    # the Swin-B of the ADE20K recipe (window 12) at 512; the dense peer is
+    # mmseg's SwinTransformer (``benchmark_swin``)
+    'swin-b-512': dict(arch='swin-b', img_size=512, num_frames=None,
+                       batches=(1, 8), swin=True),
 }
 
 #: DyTViT options of ViTDet's backbone (the ``vitdet`` presets).
@@ -181,7 +185,8 @@ def build_benchmark_models(arch: str = 'base',
                            patch_size: int = 16,
                            adapter_cfg: Optional[dict] = None,
                            seed: int = 0,
-                           vitdet: bool = False) -> BenchmarkModels:
+                           vitdet: bool = False,
+                           swin: bool = False) -> BenchmarkModels:
     """Build the dense ViT, the adapter-only and the DyT backbone.
 
     Args:
@@ -194,7 +199,13 @@ def build_benchmark_models(arch: str = 'base',
         seed (int): Seed of the random weights. Defaults to 0.
         vitdet (bool): ViTDet's backbone (:data:`VITDET_OPTIONS`, no final
             norm), with timm's SAM ViT as the dense model. Defaults to False.
+        swin (bool): Swin-B instead of a ViT (``benchmark_swin``; ``arch``,
+            ``patch_size`` and ``adapter_cfg`` are not used). Defaults to
+            False.
     """
+    if swin:
+        from benchmark_swin import build_swin_models
+        return build_swin_models(img_size, seed)
     torch.manual_seed(seed)
     common = dict(
         arch=arch,

@@ -158,6 +158,8 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
         #: The input size the model is made for (``pretrain_img_size``).
         self.img_size = (size, size) if isinstance(size, int) else \
             tuple(size)
+        #: Tokens that are never dispatched (a ViT's cls token): none.
+        self.num_prefix_tokens = 0
         self.frozen = frozen
         self._init_dispatch_api()
         if frozen:
