@@ -195,3 +195,20 @@ def test_benchmark_peers_compute_what_dyt_computes():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         assert c.shape == a.shape
     assert ideal.active == [int(m.sum()) for m in model.dispatch_masks]
+
+
+def test_rate_meter_threshold_and_flops_work_for_swin():
+    from mmdyt.engine import RateMeter
+    _, model = swin_pair()
+    x = torch.randn(2, 3, 64, 96)
+    with RateMeter(model) as meter, torch.no_grad():
+        model(x)
+    rates = meter.rates
+    assert len(rates) == 8 and meter.num_images == 2
+    assert sum(rates) / 8 == pytest.approx(model.activation_rate())
+    assert meter.flops() == pytest.approx(
+        2 * dyt_vit_flops(model, (64, 96), rates).total)
+    model.set_dispatch_threshold(0.9)  # the cost knob: fewer tokens
+    with torch.no_grad():
+        model(x)
+    assert model.activation_rate() < sum(rates) / 8
