@@ -134,13 +134,7 @@ def dyt_vit_flops(backbone: nn.Module,
     prefix = backbone.num_prefix_tokens
     tokens = prefix + patches
     norm = NORM_FLOPS_PER_ELEMENT * channels
-    sites = backbone.dispatch_sites
-    if rates is None:
-        rates = [1.0] * len(sites)
-    if len(rates) != len(sites):
-        raise ValueError(f'got {len(rates)} rates for {len(sites)} '
-                         'dispatchers')
-    rate_of = dict(zip(sites, rates))
+    rate_of = _site_rates(backbone, rates)
 
     report = FlopsReport(
         patch_embed=patches * channels * backbone.in_channels * patch * patch)
@@ -175,6 +169,7 @@ def dyt_vit_flops(backbone: nn.Module,
 
 def _site_rates(backbone: nn.Module,
                 rates: Optional[Sequence[float]]) -> dict:
+    """``{(block, site): rate}`` of every dispatcher; all 1 for None."""
     sites = backbone.dispatch_sites
     if rates is None:
         rates = [1.0] * len(sites)
