@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from helpers import (cfg_options, config_path, make_video, save_model,
                      seg_demo_env, write_seg_config, write_video_config)
+from model_twins import randomize_adapters
 
 RUNTIMES = ('ort', 'openvino')
 
@@ -31,10 +32,7 @@ def tiny_seg(tmp_path, name='tiny'):
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)
     model = init_task_model(cfg)
-    with torch.no_grad():  # adapters start at zero: make them compute
-        for name, param in model.backbone.named_parameters():
-            if '_adapter.up' in name:
-                param.normal_(0, 0.02)
+    randomize_adapters(model)  # adapters start at zero: make them compute
     return config, cfg, model, save_model(model, str(tmp_path / f'{name}'
                                                      '.pth'))
 

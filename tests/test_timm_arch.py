@@ -8,6 +8,7 @@ import torch
 from mmdyt.models import DyTViT
 from mmdyt.models.backbones.timm_arch import timm_arch_kwargs
 from mmdyt.models.flops import dyt_vit_flops
+from model_twins import randomize_adapters
 
 
 def dyt_like_timm(tmp_path, name, size):
@@ -87,10 +88,7 @@ def test_gathered_equals_reference_gather_with_registers():
     torch.manual_seed(0)
     model = DyTViT(timm_arch='vit_base_patch14_reg4_dinov2', img_size=84,
                    out_type='raw', final_norm=True).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if '_adapter.up' in name:
-                param.normal_(0, 0.02)
+    randomize_adapters(model)
     x = torch.randn(2, 3, 84, 84)
     with torch.no_grad():
         got = model(x)[0]

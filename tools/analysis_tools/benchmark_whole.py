@@ -40,6 +40,7 @@ from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatcher import mean_rate
 from model_flops import model_flops_report
 from model_inputs import clip_len_of, init_task_model
+from model_twins import adapter_only_twin, randomize_adapters, without_adapters
 
 #: Names of the timed whole models, in table order (``dense_again``: the
 #: dense model timed twice, the noise control).
@@ -116,15 +117,6 @@ def _detection_samples(size: Tuple[int, int], batch: int) -> List:
     return [DetDataSample(metainfo=meta) for _ in range(batch)]
 
 
-def _without_adapters(model: nn.Module) -> nn.Module:
-    """A copy of an adapter-only model whose backbone has no adapter left:
-    the plain pre-trained ViT inside the same neck and heads."""
-    dense = copy.deepcopy(model)
-    for block in find_dyt_backbone(dense).blocks:
-        block.mlp_adapter = None
-    return dense
-
-
 def build_whole_models(cfg: Config) -> WholeModels:
     """The DyT, adapter-only and dense twins of ``cfg.model`` (random
     weights; the adapters get random up-projections so that they compute
@@ -148,17 +140,10 @@ def build_whole_models(cfg: Config) -> WholeModels:
     if backbone is None or backbone.dispatch != 'mlp':
         raise ValueError('benchmark.py --config needs a DyT model with '
                          "dispatch='mlp'")
-    with torch.no_grad():
-        for name, param in backbone.named_parameters():
-            if '_adapter.up' in name:
-                param.normal_(0, 0.02)
-    cfg.model.backbone.dispatch = None
-    if cfg.model.get('dyt_loss'):  # no dispatcher, nothing to distil into
-        cfg.model.dyt_loss.distill = False
-    adapter = init_task_model(cfg)
-    adapter.load_state_dict(dyt.state_dict(), strict=False)
+    randomize_adapters(backbone)
+    adapter = adapter_only_twin(cfg, dyt)
     num_frames = clip_len_of(cfg) if TASKS[scope] == 'recognizer' else None
-    return WholeModels(_without_adapters(adapter), adapter, dyt,
+    return WholeModels(without_adapters(adapter), adapter, dyt,
                        TASKS[scope], num_frames)
 
 

@@ -20,7 +20,6 @@ With ``with_rate`` the graph has a second output, ``act_rate``
 ``(B, dispatchers)``: per input, the share of its tokens each dispatcher
 computed (:func:`~mmdyt.models.dispatcher.mean_rate` is its mean).
 """
-import copy
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -132,38 +131,10 @@ def task_of(cfg: Config) -> str:
     return TASKS[scope]
 
 
-def without_dispatch(cfg: Config, model: nn.Module) -> nn.Module:
-    """The adapter-only twin of a DyT model: ``cfg.model`` with
-    ``dispatch=None``, holding ``model``'s weights (its dispatchers left
-    out)."""
-    from model_inputs import init_task_model
-    cfg = copy.deepcopy(cfg)
-    cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.dispatch = None
-    if cfg.model.get('dyt_loss'):
-        cfg.model.dyt_loss.distill = False
-    twin = init_task_model(cfg)
-    missing, unexpected = twin.load_state_dict(model.state_dict(),
-                                               strict=False)
-    if missing or any('_dispatcher.' not in k for k in unexpected):
-        raise RuntimeError(f'the adapter-only twin does not take the '
-                           f'model\'s weights: missing {missing[:5]}, '
-                           f'unexpected {unexpected[:5]}')
-    return twin.eval()
-
-
-def without_adapters(model: nn.Module) -> nn.Module:
-    """A copy of an adapter-only model whose backbone has no adapter left:
-    the plain pre-trained ViT inside the same neck and heads."""
-    dense = copy.deepcopy(model)
-    for block in find_dyt_backbone(dense).blocks:
-        block.mlp_adapter = None
-    return dense
-
-
 def variant_of(cfg: Config, model: nn.Module, variant: str) -> nn.Module:
     """``model`` itself (``'dyt'``), its adapter-only twin (``'adapter'``)
-    or its dense twin (``'dense'``); see :data:`VARIANTS`."""
+    or its dense twin (``'dense'``); see :data:`VARIANTS` and
+    ``tools/analysis_tools/model_twins.py``."""
     if variant not in VARIANTS:
         raise ValueError(f'variant must be one of {VARIANTS}, got '
                          f'{variant!r}')
@@ -173,7 +144,9 @@ def variant_of(cfg: Config, model: nn.Module, variant: str) -> nn.Module:
     if backbone.dispatch not in (None, 'mlp'):
         raise ValueError(f"the {variant} twin is made for MLP dispatch "
                          f"(dispatch='mlp'), got {backbone.dispatch!r}")
-    twin = without_dispatch(cfg, model) if backbone.dispatch_sites else model
+    from model_twins import adapter_only_twin, without_adapters
+    twin = adapter_only_twin(cfg, model) if backbone.dispatch_sites else \
+        model
     return twin if variant == 'adapter' else without_adapters(twin)
 
 
