@@ -1,5 +1,5 @@
 """DyTSwinTransformer: mmseg's Swin Transformer with DyT at every FFN."""
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from mmseg.models.backbones import SwinTransformer
@@ -53,10 +53,57 @@ class DyTSwinBlock(SwinBlock):
         """This block's dispatchers, in mask order."""
         return [self.mlp_dispatcher] if self.mlp_dispatcher else []
 
-    def _ffn_update(self, x: Tensor) -> Tensor:
-        """``FFN(LN2(x)) - identity`` (mmcv's FFN without its residual)."""
+    #: No token of a Swin is exempt from dispatch (the peers and tools
+    #: written for :class:`DyTBlock` read this).
+    num_prefix_tokens = 0
+
+    def _with_prefix(self, mask: Tensor) -> Tensor:
+        """The mask of all tokens: with no prefix, the mask itself."""
+        return mask
+
+    def _attn_part(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """``x + Attn(LN1(x))``: mmseg's (shifted) window attention."""
+        return x + self.attn(self.norm1(x), hw_shape)
+
+    def _mlp_update(self, x: Tensor) -> Tensor:
+        """``FFN(LN2(x)) - identity`` (mmcv's FFN without its residual),
+        in the dtype of ``x``."""
         return self.ffn.dropout_layer(self.ffn.layers(self.norm2(x))).to(
             x.dtype)
+
+    def _mlp_part(self, x: Tensor, complete: bool,
+                  masks: List[Tensor]) -> Tensor:
+        """``x + M * FFN(LN2(x)) + Adapter(x)``, appending the mask to
+        ``masks``; in evaluation the FFN runs on the active tokens only, and
+        the updates go into ``x`` (the attention part's fresh output) in
+        place unless autograd needs it."""
+        mask = None
+        if self.mlp_dispatcher is not None:
+            mask = x.new_ones(x.shape[:2]) if complete else \
+                self.mlp_dispatcher(x)
+            masks.append(mask)
+            if complete:
+                mask = None
+        adapter = self.mlp_adapter
+        if self.training:
+            update = self._mlp_update(x)
+            out = x + (update if mask is None else update * mask[..., None])
+            return out if adapter is None else adapter.add_to(out, x)
+        inplace = not (torch.is_grad_enabled() and x.requires_grad)
+
+        def residual() -> Tensor:
+            if adapter is not None:
+                return adapter.add_to(x, x, inplace=inplace)
+            return x if inplace else x.clone()
+
+        if mask is not None:
+            index = active_index(mask)
+            # every token active (known in eager mode only): no gather
+            if torch.compiler.is_compiling() or index.numel() < mask.numel():
+                return gathered_residual(x, index, self._mlp_update,
+                                         residual)
+        update = self._mlp_update(x)
+        return residual().add_(update)
 
     def forward_with_masks(self, x: Tensor, hw_shape: Tuple[int, int],
                            complete: bool = False
@@ -68,25 +115,9 @@ class DyTSwinBlock(SwinBlock):
             mask with MLP dispatch (all ones when ``complete``), none for
             the adapter-only baseline.
         """
-        x = x + self.attn(self.norm1(x), hw_shape)
-        masks = []
-        mask = None
-        if self.mlp_dispatcher is not None:
-            mask = x.new_ones(x.shape[:2]) if complete else \
-                self.mlp_dispatcher(x)
-            masks.append(mask)
-            if complete:
-                mask = None
-        adapter = self.mlp_adapter
-        if self.training or mask is None:
-            update = self._ffn_update(x)
-            if mask is not None:
-                update = update * mask[..., None]
-            out = x + update
-        else:
-            index = active_index(mask)
-            out = gathered_residual(x, index, self._ffn_update)
-        return (out if adapter is None else adapter.add_to(out, x)), masks
+        masks: List[Tensor] = []
+        return self._mlp_part(self._attn_part(x, hw_shape), complete,
+                              masks), masks
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         return self.forward_with_masks(x, hw_shape)[0]
@@ -197,17 +228,36 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
             tuple: The stage outputs of ``out_indices`` (N, C_s, H_s, W_s)
             and the masks in :attr:`dispatch_sites` order.
         """
-        inputs = x
+        masks: List[Tensor] = []
+
+        def run_block(index, block, tokens, hw_shape):
+            tokens, block_masks = block.forward_with_masks(tokens, hw_shape,
+                                                           complete)
+            masks.extend(block_masks)
+            return tokens
+
+        outs = self.run_stages(x, run_block)
+        self._publish_masks(masks, x, complete)
+        return outs, masks
+
+    def run_stages(self, x: Tensor,
+                   run_block: Callable[[int, DyTSwinBlock, Tensor,
+                                        Tuple[int, int]], Tensor]
+                   ) -> List[Tensor]:
+        """mmseg's ``SwinTransformer.forward`` with every block run by
+        ``run_block(index, block, tokens, hw_shape)`` (``index`` counts the
+        blocks of all stages): the patch embedding, the stages with their
+        patch merging, the norms and layout of the ``out_indices`` outputs.
+        """
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self.absolute_pos_embed
         x = self.drop_after_pos(x)
-        outs, masks = [], []
+        outs, index = [], 0
         for i, stage in enumerate(self.stages):
             for block in stage.blocks:
-                x, block_masks = block.forward_with_masks(x, hw_shape,
-                                                          complete)
-                masks.extend(block_masks)
+                x = run_block(index, block, x, hw_shape)
+                index += 1
             out, out_hw_shape = x, hw_shape
             if stage.downsample:
                 x, hw_shape = stage.downsample(x, hw_shape)
@@ -216,8 +266,7 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
                 outs.append(out.view(-1, *out_hw_shape,
                                      self.num_features[i]).permute(
                                          0, 3, 1, 2).contiguous())
-        self._publish_masks(masks, inputs, complete)
-        return outs, masks
+        return outs
 
     def forward(self, x: Tensor, complete: bool = False) -> List[Tensor]:
         return self.forward_with_masks(x, complete)[0]
