@@ -153,10 +153,9 @@ def benchmark_setting(setting: str, twins: Dict[str, nn.Module],
                       rate: float, export_dir: str, threads: int,
                       warmup: int, repeats: int) -> dict:
     """Export the twins, check and time the nine models on ``inputs``."""
-    backbone_inputs = inputs
-    set_activation_rate(backbone, backbone_inputs, rate)
+    set_activation_rate(backbone, inputs, rate)
     with torch.inference_mode():
-        masks = backbone.forward_with_masks(backbone_inputs)[1]
+        masks = backbone.forward_with_masks(inputs)[1]
         reference = {name: twins[name](inputs) for name in TWINS}
     rates = [float(m.float().mean()) for m in masks]
     batch = inputs.shape[0]

@@ -189,7 +189,6 @@ def export_onnx(tensor_model: nn.Module,
     Returns:
         list[str]: The names of the graph's outputs.
     """
-    import onnx
     names = output_names
     if names is None and isinstance(tensor_model, TensorModel):
         names = tensor_model.output_names()
@@ -207,13 +206,10 @@ def export_onnx(tensor_model: nn.Module,
             dynamic_shapes=dynamic_shapes,
             external_data=False,
             verbose=False)
+    # the description goes into the model before it is written (once)
+    program.model.metadata_props[METADATA_KEY] = json.dumps(metadata or {})
     program.save(path, external_data=False)
-    described = onnx.load(path)
-    entry = described.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = json.dumps(metadata or {})
-    onnx.save(described, path)
-    return [o.name for o in described.graph.output]
+    return [value.name for value in program.model.graph.outputs]
 
 
 def graph_op_counts(path: str) -> Dict[str, int]:
