@@ -161,3 +161,12 @@ def setup_cpu_distributed(cfg: Config) -> bool:
             'statistics) instead.',
             logger='current')
     return True
+
+
+def finish_distributed() -> None:
+    """Destroy the default process group of a distributed run, if any,
+    before the process exits (PyTorch's advice: a group left to the
+    interpreter's teardown can abort a process that has already finished
+    its work)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

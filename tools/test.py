@@ -13,7 +13,7 @@ from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
 from mmdyt.models.backbones.vit_weights import check_checkpoint_file
-from runner_setup import build_runner, load_config
+from runner_setup import build_runner, finish_distributed, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,6 +67,7 @@ def main() -> dict:
     metrics = runner.test()
     if runner.rank == 0:
         print_summary(metrics)
+    finish_distributed()
     return metrics
 
 
