@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo demo-seg demo-video demo-det benchmarks clean
+.PHONY: install test lint demo demo-seg demo-video demo-det demo-swin benchmarks clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ demo-video: install
 
 demo-det: install
 	@$(PY) tools/demo/run_demo.py det
+
+# The segmentation demo on a small Swin Transformer (DyTSwinTransformer).
+demo-swin: install
+	@$(PY) tools/demo/run_demo.py seg-swin
 
 # Every command behind BENCHMARKS.md, in one run (about 90 minutes on 2 cores).
 benchmarks: install

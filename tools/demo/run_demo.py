@@ -1,4 +1,4 @@
-"""Run a demo end to end, quietly: data, demo ViT, DyT training, test.
+"""Run a demo end to end, quietly: data, demo backbone, DyT training, test.
 
 Each stage runs the project's own tool (``make_demo_data.py``,
 ``pretrain_demo_vit.py``, ``tools/train.py``, ``tools/test.py``) with its
@@ -9,6 +9,7 @@ table. Examples::
     python tools/demo/run_demo.py seg      # what `make demo` runs
     python tools/demo/run_demo.py video    # `make demo-video`
     python tools/demo/run_demo.py det      # `make demo-det`
+    python tools/demo/run_demo.py seg-swin # `make demo-swin` (small Swin)
 
 The detection demo also evaluates the model before training (one step at
 learning rate 0: the pre-trained ViT and untrained heads), the baseline its
@@ -33,7 +34,11 @@ DEMOS = {
                 'det_demo', metrics=('coco/bbox_mAP', 'coco/bbox_mAP_50',
                                      'coco/segm_mAP', 'coco/segm_mAP_50'),
                 baseline=True),
+    'seg-swin': dict(config='configs/demo/seg_demo_swin.py', work_dir='work_'
+                     'dirs/seg_demo_swin', metrics=('mIoU', 'aAcc'),
+                     data='seg', arch='swin'),
 }
+ARCH_NAMES = dict(vit='ViT', swin='Swin Transformer')
 #: ``--cfg-options`` of the untrained baseline: one step at learning rate 0
 #: (nothing changes), then the config's evaluation.
 BASELINE_OPTIONS = ['train_cfg.max_iters=1', 'train_cfg.val_interval=1',
@@ -169,7 +174,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     os.makedirs(work_dir, exist_ok=True)
     python = sys.executable
     tools = osp.join(REPO_ROOT, 'tools')
-    vit = osp.join(args.data, 'demo_vit.pth')
+    arch = demo.get('arch', 'vit')
+    backbone = osp.join(args.data, f'demo_{arch}.pth')
     start = time.time()
     with open(osp.join(work_dir, 'demo.log'), 'a') as log:
         print(f'mmdyt {args.demo} demo: {demo["config"]} '
@@ -177,12 +183,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         stages = [
             ('generate the demo data', [
                 python, osp.join(tools, 'demo', 'make_demo_data.py'),
-                '--task', args.demo, '--out', args.data
+                '--task', demo.get('data', args.demo), '--out', args.data
             ]),
-            ('pre-train the small demo ViT (stands in for a downloaded '
-             'checkpoint)', [
+            (f'pre-train the small demo {ARCH_NAMES[arch]} (stands in for a '
+             'downloaded checkpoint)', [
                  python, osp.join(tools, 'demo', 'pretrain_demo_vit.py'),
-                 '--out', vit
+                 '--arch', arch, '--out', backbone
              ]),
             ('adapt it frozen with DyT (tools/train.py)', [
                 python, osp.join(tools, 'train.py'), demo['config'],
