@@ -1,9 +1,12 @@
-"""Merge an adapter-only checkpoint and its base ViT into a full checkpoint.
+"""Merge an adapter-only checkpoint and its base into a full checkpoint.
 
 Checkpoints of a model with ``save_trainable_only=True`` hold only what
 trains (adapters, dispatchers, neck, heads) and the name of the base
 checkpoint; this writes the full checkpoint, which loads anywhere without the
-base (e.g. for deployment). Examples::
+base (e.g. for deployment). The base is the checkpoint the backbone's
+``init_cfg`` loaded: a timm-format ViT for ``DyTViT``, an mmseg-format Swin
+(a whole mmseg model's ``backbone.*`` too) for ``DyTSwinTransformer``.
+Examples::
 
     python tools/model_converters/merge_adapter_checkpoint.py \\
         work_dirs/x/iter_160000.pth full.pth
@@ -24,7 +27,31 @@ from mmdyt.models.backbones.vit_weights import (adapter_only_entries,
                                                 read_checkpoint,
                                                 read_state_dict,
                                                 resample_pos_embed,
+                                                strip_backbone_prefix,
                                                 with_prefix_removed)
+
+
+def base_weights(path: str, meta: dict) -> dict:
+    """The base checkpoint's weights under the names the backbone loaded
+    them with: ``init_cfg``'s ``prefix`` removed; for a Swin also the
+    ``backbone.`` of a whole mmseg model, as mmseg's Swin loader does."""
+    weights = read_state_dict(path)
+    base_prefix = meta.get('base_prefix') or ''
+    if base_prefix:
+        return with_prefix_removed(weights, base_prefix)
+    if meta.get('base_arch') == 'Swin':
+        weights, _ = strip_backbone_prefix(weights)
+    return weights
+
+
+def layout_hint(meta: dict, weights: dict) -> str:
+    """Advice when the base's names do not fit the adapters' model."""
+    if meta.get('base_arch') == 'Swin' and any(
+            k.startswith('layers.') for k in weights):
+        return (' (an official / timm Swin checkpoint: convert it with '
+                "mmseg's tools/model_converters/swin2mmseg.py first, as the "
+                'training did)')
+    return ''
 
 
 def merge_adapter_checkpoint(adapter: str,
@@ -39,8 +66,9 @@ def merge_adapter_checkpoint(adapter: str,
     Args:
         adapter (str): The adapter-only checkpoint.
         out (str): Where to write the full checkpoint.
-        base (str, optional): The base ViT checkpoint (timm format); defaults
-            to the one recorded in the adapter-only checkpoint.
+        base (str, optional): The base checkpoint (a timm-format ViT or an
+            mmseg-format Swin); defaults to the one recorded in the
+            adapter-only checkpoint.
 
     Returns:
         dict: Number of ``trainable`` tensors in the adapter-only checkpoint
@@ -68,10 +96,7 @@ def merge_adapter_checkpoint(adapter: str,
             raise FileNotFoundError(
                 f'base checkpoint {base_path} (recorded in {adapter}) does '
                 'not exist; pass --base')
-        weights = read_state_dict(base_path)
-        base_prefix = meta.get('base_prefix') or ''
-        if base_prefix:
-            weights = with_prefix_removed(weights, base_prefix)
+        weights = base_weights(base_path, meta)
         prefix = f'{module_name}.' if module_name else ''
         merged, problems = {}, []
         for name, shape in meta['frozen_keys'].items():
@@ -91,7 +116,8 @@ def merge_adapter_checkpoint(adapter: str,
         if problems:
             raise ValueError(
                 f'base checkpoint {base_path} does not fit the adapters of '
-                f'{adapter}: ' + '; '.join(problems[:5]))
+                f'{adapter}: ' + '; '.join(problems[:5]) +
+                layout_hint(meta, weights))
         recorded = meta.get('base_fingerprint')
         if recorded is not None and not fingerprints_match(
                 recorded,
@@ -99,8 +125,9 @@ def merge_adapter_checkpoint(adapter: str,
                     {k[len(prefix):]: v for k, v in merged.items()},
                     meta['frozen_keys'])):
             raise ValueError(
-                f'base checkpoint {base_path} is not the ViT the adapters of '
-                f'{adapter} were trained on (the weights differ)')
+                f'base checkpoint {base_path} is not the '
+                f'{meta.get("base_arch", "ViT")} the adapters of {adapter} '
+                'were trained on (the weights differ)')
         state_dict.update(merged)
         counts['frozen'] += len(merged)
         meta['trainable_only'] = False
@@ -115,8 +142,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('out', help='full checkpoint to write')
     parser.add_argument(
         '--base',
-        help='base ViT checkpoint (timm format); defaults to the one '
-        'recorded in the adapter-only checkpoint')
+        help='base checkpoint (a timm-format ViT, an mmseg-format Swin); '
+        'defaults to the one recorded in the adapter-only checkpoint')
     return parser.parse_args()
 
 
@@ -124,8 +151,7 @@ def main() -> None:
     args = parse_args()
     counts = merge_adapter_checkpoint(args.adapter, args.out, base=args.base)
     print(f'wrote {args.out}: {counts["trainable"]} tensors of '
-          f'{args.adapter} + {counts["frozen"]} frozen ViT weights of the '
-          'base')
+          f'{args.adapter} + {counts["frozen"]} frozen weights of the base')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """DyTSwinTransformer: mmseg's Swin Transformer with DyT at every FFN."""
+import math
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -12,7 +13,8 @@ from ..dispatcher import TokenDispatcher
 from ..dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
 from ..sparse_ops import active_index, gathered_residual
 from .dispatch_api import DispatchAPIMixin
-from .vit_weights import is_dyt_param
+from .vit_weights import (is_dyt_param, keep_frozen_weights,
+                          strip_frozen_weights)
 
 #: Values of ``dispatch`` a Swin block takes: MLP (FFN) dispatch, the
 #: paper's choice for Swin, or None (the adapter-only baseline).
@@ -131,9 +133,12 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
     Every ``SwinBlock`` of every stage gets a token dispatcher and an
     adapter at its FFN (:class:`DyTSwinBlock`); the pre-trained Swin is
     frozen. Parameter names are mmseg's, so mmseg Swin checkpoints (and
-    timm / official ones converted by mmseg's ``swin2mmseg``, which mmseg's
-    ``init_weights`` also applies on load) load as they are; patch merging
-    and window padding of odd sizes are mmseg's own.
+    official / timm ones once converted by mmseg's
+    ``tools/model_converters/swin2mmseg.py``) load as they are, through
+    mmseg's ``init_weights`` (which resizes the relative position bias
+    tables to the window size); a checkpoint that leaves Swin weights
+    unloaded is an error that names them. Patch merging and window padding
+    of odd sizes are mmseg's own.
 
     The dispatch API is :class:`DyTViT`'s (:class:`DispatchAPIMixin`):
     :attr:`dispatch_sites` are ``(block, 'mlp')`` over the blocks of all
@@ -151,6 +156,11 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
             ``dict(type='Adapter', bottleneck=64)``.
         frozen (bool): Freeze every pre-trained parameter (adapters and
             dispatchers stay trainable). Defaults to True.
+        save_trainable_only (bool): Leave the frozen Swin weights out of
+            ``state_dict()`` (adapter-only checkpoints, as ``DyTViT``'s:
+            loading one completes it from the ``Pretrained`` ``init_cfg``;
+            ``tools/model_converters/merge_adapter_checkpoint.py`` makes it
+            a full one). Needs ``frozen``. Defaults to False.
         **kwargs: The arguments of mmseg's ``SwinTransformer``
             (``embed_dims``, ``depths``, ``num_heads``, ``window_size``,
             ``out_indices``, ``init_cfg``, ...).
@@ -163,12 +173,20 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
         [(1, 32, 16, 16), (1, 64, 8, 8)]
     """
 
+    #: What the frozen network is (messages, adapter-only metadata).
+    BASE_NAME = 'Swin'
+
     def __init__(self,
                  dispatch: Optional[str] = 'mlp',
                  dispatcher_cfg: Optional[dict] = None,
                  adapter_cfg: Optional[dict] = None,
                  frozen: bool = True,
+                 save_trainable_only: bool = False,
                  **kwargs):
+        if save_trainable_only and not frozen:
+            raise ValueError(
+                'save_trainable_only=True needs frozen=True: with '
+                'frozen=False the Swin weights train and must be saved')
         super().__init__(**kwargs)
         self.dispatch = check_dispatch(dispatch)
         if dispatch not in SWIN_DISPATCH_MODES:
@@ -183,6 +201,11 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
         #: Every block of every stage, in order.
         self.blocks = [block for stage in self.stages for block in
                        stage.blocks]
+        # each stage's token grid over the first one's (patch merging)
+        strides = kwargs.get('strides', (4, 2, 2, 2))
+        for i, stage in enumerate(self.stages):
+            for block in stage.blocks:
+                block.token_stride = math.prod(strides[1:i + 1])
         self.patch_size = self.patch_embed.projection.kernel_size[0]
         self.in_channels = self.patch_embed.projection.in_channels
         size = kwargs.get('pretrain_img_size', 224)
@@ -192,6 +215,11 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
         #: Tokens that are never dispatched (a ViT's cls token): none.
         self.num_prefix_tokens = 0
         self.frozen = frozen
+        self.save_trainable_only = save_trainable_only
+        #: Whether a full set of pre-trained weights was loaded.
+        self._pretrained_loaded = False
+        self._register_state_dict_hook(strip_frozen_weights)
+        self._register_load_state_dict_pre_hook(self._keep_frozen_hook)
         self._init_dispatch_api()
         if frozen:
             self._freeze_pretrained()
@@ -207,13 +235,58 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
         give the adapters a non-zero up-projection."""
         own = {name: p.detach().clone()
                for name, p in self.named_parameters() if is_dyt_param(name)}
-        super().init_weights()
+        loaded = {}  # mmseg loads with strict=False: check what it left out
+        handle = self.register_load_state_dict_post_hook(
+            lambda module, keys: loaded.update(missing=keys.missing_keys))
+        try:
+            super().init_weights()
+        finally:
+            handle.remove()
+        if loaded:
+            self._check_pretrained_load(loaded['missing'])
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if name in own:
                     param.copy_(own[name])
         if self.frozen:
             self._freeze_pretrained()
+
+    def _check_pretrained_load(self, missing: List[str]) -> None:
+        """Fail when the ``Pretrained`` checkpoint left Swin parameters
+        unloaded (mmseg loads it with ``strict=False``)."""
+        params = {name for name, _ in self.named_parameters()}
+        absent = [name for name in missing
+                  if name in params and not is_dyt_param(name)]
+        if not absent:
+            return
+        checkpoint = self.init_cfg.get('checkpoint')
+        raise ValueError(
+            f'init_cfg checkpoint {checkpoint} does not hold {len(absent)} '
+            f'of the Swin weights of DyTSwinTransformer (e.g. {absent[:3]}). '
+            'Official and timm Swin checkpoints (layers.N.blocks.M..., '
+            'patch_embed.proj) need converting first: mmseg\'s '
+            'tools/model_converters/swin2mmseg.py SRC DST; otherwise check '
+            'embed_dims, depths and num_heads against the checkpoint.')
+
+    def _keep_frozen_hook(self, state_dict: dict, prefix: str,
+                          local_metadata: dict, *args, **kwargs) -> None:
+        """Complete adapter-only state dicts with the frozen base weights
+        this model holds."""
+        keep_frozen_weights(self, state_dict, prefix, local_metadata,
+                            is_dyt_param)
+
+    def load_pretrained(self) -> bool:
+        """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any (the
+        frozen base an adapter-only checkpoint completes itself from).
+
+        Returns:
+            bool: Whether there was one to load.
+        """
+        if not (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            return False
+        self.init_weights()
+        return True
 
     def forward_with_masks(self, x: Tensor, complete: bool = False
                            ) -> Tuple[List[Tensor], List[Tensor]]:

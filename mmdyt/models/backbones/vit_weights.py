@@ -11,7 +11,8 @@ Everything that moves weights in or out of a :class:`DyTViT` is here:
 - :func:`resample_pos_embed` is the one resampling of position embeddings,
   used by the backbone's ``load_state_dict`` pre-hook (so every loader gets
   it), by its forward on other input sizes and by the adapter merge tool.
-- Adapter-only state dicts follow the PEFT pattern: with
+- Adapter-only state dicts (of DyTViT and DyTSwinTransformer) follow the
+  PEFT pattern: with
   ``save_trainable_only`` a ``state_dict`` hook (:func:`strip_frozen_weights`)
   leaves the frozen weights out and records them in the state dict's
   metadata, and a load pre-hook (:func:`keep_frozen_weights`) completes such a
@@ -408,8 +409,9 @@ def adapter_only_entries(state_dict: dict) -> Dict[str, dict]:
 
 def strip_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
                          local_metadata: dict) -> None:
-    """``state_dict`` hook of a DyTViT with ``save_trainable_only``: drop the
-    frozen weights and record them in ``local_metadata``."""
+    """``state_dict`` hook of a DyT backbone (DyTViT, DyTSwinTransformer)
+    with ``save_trainable_only``: drop the frozen weights and record them in
+    ``local_metadata``."""
     if not getattr(module, 'save_trainable_only', False):
         return
     shapes = OrderedDict()
@@ -423,17 +425,27 @@ def strip_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
         base_checkpoint=init_cfg.get('checkpoint'),
         base_prefix=init_cfg.get('prefix'),
         frozen_keys=dict(shapes),
-        patch_grid=list(module.patch_grid),
-        num_prefix_tokens=module.num_prefix_tokens,
+        base_arch=_base_name(module),
         base_fingerprint=base_fingerprint(
             dict(module.named_parameters()), shapes))
+    if hasattr(module, 'patch_grid'):  # a ViT's position embedding grid
+        local_metadata.update(
+            patch_grid=list(module.patch_grid),
+            num_prefix_tokens=module.num_prefix_tokens)
+
+
+def _base_name(module: nn.Module) -> str:
+    """What the frozen network of a DyT backbone is (``'ViT'``,
+    ``'Swin'``), for messages and the adapter-only metadata."""
+    return getattr(module, 'BASE_NAME', 'ViT')
 
 
 def keep_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
                         local_metadata: dict,
                         is_trainable_name: Callable[[str], bool]) -> None:
-    """``load_state_dict`` pre-hook of a DyTViT: complete an adapter-only
-    state dict with the model's own frozen weights.
+    """``load_state_dict`` pre-hook of a DyT backbone (DyTViT,
+    DyTSwinTransformer): complete an adapter-only state dict with the
+    model's own frozen weights.
 
     An adapter-only state dict is one marked ``trainable_only`` in its
     metadata, or (metadata lost) one with DyT parameters and none of the
@@ -443,7 +455,7 @@ def keep_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
     unchanged (a full load marks the model as holding its weights).
 
     Args:
-        module (nn.Module): The DyTViT (``_pretrained_loaded`` tells
+        module (nn.Module): The backbone (``_pretrained_loaded`` tells
             whether it holds a full set of pre-trained weights).
         state_dict (dict): The state dict being loaded (modified in place).
         prefix (str): The module's prefix in ``state_dict``.
@@ -473,13 +485,14 @@ def keep_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
     if not missing:
         return
     base = local_metadata.get('base_checkpoint')
+    kind, cls = _base_name(module), type(module).__name__
     if not module._pretrained_loaded:
         has_init_cfg = isinstance(module.init_cfg, dict) and \
             module.init_cfg.get('type') == 'Pretrained'
         raise ValueError(
             f'this is an adapter-only checkpoint: its {len(missing)} '
-            f'frozen ViT weights come from the base checkpoint {base!r}, '
-            'but this DyTViT does not hold them yet. ' +
+            f'frozen {kind} weights come from the base checkpoint {base!r}, '
+            f'but this {cls} does not hold them yet. ' +
             ('Call init_weights() on the model (it loads init_cfg\'s '
              'checkpoint) before loading the adapters (tools/test.py does), '
              if has_init_cfg else
@@ -490,7 +503,7 @@ def keep_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
     unknown = [n for n in (recorded or missing) if n not in params]
     if unknown:
         raise ValueError(
-            f'the adapter-only checkpoint left out weights this DyTViT does '
+            f'the adapter-only checkpoint left out weights this {cls} does '
             f'not have: {unknown[:5]} (another architecture?)')
     recorded_fp = local_metadata.get('base_fingerprint')
     if recorded_fp is not None and not fingerprints_match(
@@ -498,13 +511,13 @@ def keep_frozen_weights(module: nn.Module, state_dict: dict, prefix: str,
         current = (module.init_cfg or {}).get('checkpoint') if isinstance(
             module.init_cfg, dict) else None
         raise ValueError(
-            'the adapter-only checkpoint was trained on other frozen ViT '
+            f'the adapter-only checkpoint was trained on other frozen {kind} '
             f'weights than this model has: base checkpoint {base!r} when '
             f'saved, {current!r} (init_cfg) now, and the weights differ '
             '(fingerprint). Load the base the adapters were trained with.')
     for name in missing:
         state_dict[prefix + name] = params[name].detach()
     print_log(
-        f'Adapter-only checkpoint: {len(missing)} frozen ViT weights taken '
+        f'Adapter-only checkpoint: {len(missing)} frozen {kind} weights taken '
         f'from the base checkpoint ({base or "init_cfg"}).',
         logger='current')
