@@ -32,7 +32,10 @@ def predict_with_dispatch(backbone: nn.Module,
     (rows, dispatchers, tokens) with the sample's rows of every forward
     (patch tokens on ``dispatch_grid``, or one entry per row for
     ``'layer'`` dispatch), dispatchers in ``backbone.dispatch_sites``
-    order.
+    order. A hierarchical backbone's (Swin's) later stages have coarser
+    grids: their masks are shown on the first stage's grid
+    (:func:`expand_to_grid`); the rate is measured on the masks as they
+    are.
 
     Args:
         backbone (DyTViT): The backbone ``predict`` runs.
@@ -53,7 +56,8 @@ def predict_with_dispatch(backbone: nn.Module,
 
     def record(masks, inputs):
         forwards.append([m.detach() for m in masks])
-        grids.append(tuple(s // backbone.patch_size
+        # the patch grid, with a partial patch padded (mmseg's Swin does)
+        grids.append(tuple(-(-s // backbone.patch_size)
                            for s in inputs.shape[-2:]))
 
     handle = backbone.register_mask_hook(record)
@@ -64,15 +68,17 @@ def predict_with_dispatch(backbone: nn.Module,
     if not forwards or not samples:
         return samples
     num = len(samples)
-    if len({m.shape[1:] for masks in forwards for m in masks}) > 1:
+    hierarchical = len({m.shape[1:] for masks in forwards for m in masks}) > 1
+    if hierarchical:
         # a hierarchical backbone (Swin): each stage's masks have their own
-        # token count, so they are kept per dispatcher, not stacked
-        if return_masks:
-            raise ValueError(
-                'return_dispatch_masks needs masks of one size; this '
-                'backbone\'s stages have different token grids (read '
-                'backbone.dispatch_masks after a forward instead)')
-        return _record_rates(samples, forwards, row_samples, grids[0])
+        # token grid, so the rates are measured on the masks as they are
+        samples = _record_rates(samples, forwards, row_samples, grids[0])
+        if not return_masks:
+            return samples
+        # and the masks are shown on the first stage's grid
+        strides = backbone.dispatch_site_strides
+        forwards = [expand_to_grid(masks, strides, grid)
+                    for masks, grid in zip(forwards, grids)]
     per_sample: List[List[Tensor]] = [[] for _ in range(num)]
     stacked = [torch.stack(masks, dim=1)  # rows, dispatchers, tokens
                for masks in forwards]
@@ -95,12 +101,44 @@ def predict_with_dispatch(backbone: nn.Module,
                 per_sample[index].append(rows)
     for sample, rows in zip(samples, per_sample):
         masks = torch.cat(rows).bool()
-        rate = masks.float().mean(dim=(0, 2)).mean()
-        sample.set_metainfo(dict(act_rate=float(rate),
-                                 dispatch_grid=grids[0]))
+        if not hierarchical:
+            rate = masks.float().mean(dim=(0, 2)).mean()
+            sample.set_metainfo(dict(act_rate=float(rate),
+                                     dispatch_grid=grids[0]))
         if return_masks:
             sample.set_field(masks, 'dispatch_masks', field_type='data')
     return samples
+
+
+def expand_to_grid(masks: Sequence[Tensor], strides: Sequence[int],
+                   grid: Tuple[int, int]) -> List[Tensor]:
+    """Masks of coarser token grids shown on the first one's.
+
+    A site of stride ``s`` has its tokens on a ``ceil(grid / s)`` grid (the
+    partial cells padded, as Swin's patch merging pads); each token's
+    decision is repeated over the ``s x s`` first-grid tokens it covers.
+
+    Args:
+        masks (Sequence[Tensor]): One (rows, tokens) mask per site.
+        strides (Sequence[int]): Every site's stride over ``grid``
+            (``backbone.dispatch_site_strides``).
+        grid (tuple): The first grid (H, W).
+
+    Returns:
+        list[Tensor]: (rows, H * W) masks.
+    """
+    expanded = []
+    for site, (mask, stride) in enumerate(zip(masks, strides)):
+        height, width = (-(-size // stride) for size in grid)
+        if mask.shape[1] != height * width:
+            raise ValueError(
+                f'dispatch site {site}: {mask.shape[1]} tokens, not the '
+                f'{height}x{width} grid of stride {stride} over {grid}')
+        cells = mask.reshape(-1, height, width)
+        cells = cells.repeat_interleave(stride, 1).repeat_interleave(
+            stride, 2)
+        expanded.append(cells[:, :grid[0], :grid[1]].flatten(1))
+    return expanded
 
 
 def _record_rates(samples: list, forwards: List[Sequence[Tensor]],

@@ -48,6 +48,14 @@ class DispatchAPIMixin:
         return [(i, site) for i, block in enumerate(self.blocks)
                 for site in block.dispatch_sites]
 
+    @property
+    def dispatch_site_strides(self) -> List[int]:
+        """Per dispatch site (in mask order), the stride of its token grid
+        over the first block's: 1 everywhere in a ViT; a Swin stage's
+        patch merging multiplies it (each block's ``token_stride``)."""
+        return [getattr(block, 'token_stride', 1) for block in self.blocks
+                for _ in block.dispatch_sites]
+
     def dispatchers(self) -> List[nn.Module]:
         """All token dispatchers, in mask order."""
         return [d for block in self.blocks for d in block.dispatchers()]
