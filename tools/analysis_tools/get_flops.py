@@ -1,4 +1,8 @@
-"""GFLOPs of a DyT model: dense ViT, complete DyT, DyT at measured rates.
+"""GFLOPs of a DyT model: dense, complete DyT, DyT at measured rates.
+
+"Dense" is the frozen pre-trained network alone (ViT or Swin, no adapters
+or dispatchers), "all tokens" the complete DyT model (every token through
+every block, adapters included).
 
 FLOPs are multiply-accumulates (fvcore / mmengine convention) of one sample
 (an image, or a clip of T frames), for the backbone and for the whole model

@@ -224,7 +224,7 @@ class ModelFlops:
         rate = self.mean_rate
         dyt = 'no dispatchers' if rate is None else f'DyT @ r={rate:.3f}'
         lines = [
-            f'| part | dense ViT | all tokens | {dyt} |',
+            f'| part | dense (no DyT) | all tokens | {dyt} |',
             '|---|---:|---:|---:|',
         ]
         for name, *values in self.rows():
