@@ -235,3 +235,31 @@ def test_detector_backbone_and_neck_export(tmp_path, bias):
         np.testing.assert_array_equal(rates, 0)
     else:
         assert 0 < rates.mean() < 1
+
+
+def test_swin_export_skips_tokens_in_both_runtimes(tmp_path):
+    """A DyTSwinTransformer segmentor (the Swin demo config cut to two
+    stages of one block, random weights) at an odd size (patches, windows
+    and patch merging padded): both runtimes compute PyTorch's logits and
+    rates, with a gather per block."""
+    from model_inputs import init_task_model
+    from onnx_export import graph_op_counts
+    cfg = Config.fromfile(config_path('demo/seg_demo_swin.py'))
+    cfg.model.backbone.update(depths=(1, 1), num_heads=(1, 2),
+                              out_indices=(0, 1), init_cfg=None)
+    cfg.model.decode_head.update(in_channels=[32, 64], in_index=[0, 1])
+    cfg.model.auxiliary_head.update(in_channels=64, in_index=1)
+    config = str(tmp_path / 'swin.py')
+    cfg.dump(config)
+    torch.manual_seed(0)
+    model = init_task_model(cfg)
+    randomize_adapters(model)
+    checkpoint = save_model(model, str(tmp_path / 'swin.pth'))
+    path = export(config, checkpoint, str(tmp_path / 'swin.onnx'),
+                  '--with-rate', '--shape', '97', '131')
+    inputs = torch.randn(1, 3, 97, 131)
+    logits, rates = assert_runtimes_match(path, cfg, checkpoint, inputs,
+                                          with_rate=True)
+    assert logits.shape == (1, 5, 25, 33)  # UPerHead at stride 4
+    assert rates.shape == (1, 2) and 0 < rates.mean() < 1
+    assert graph_op_counts(path)['NonZero'] == 2
