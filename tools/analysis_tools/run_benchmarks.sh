@@ -31,13 +31,25 @@ speed() { run "speed_$1" tools/analysis_tools/benchmark.py "${@:2}"; }
 for config in ade20k/dyt_vitb ade20k/dyt_vitb_moe ade20k/dyt_vitb_segmenter \
     kinetics400/dyt_vitb_8x224 kinetics400/dyt_vitb_moe_8x224 \
     coco/dyt_vitb_mask-rcnn_1x coco/dyt_vitb_moe_mask-rcnn_1x \
-    coco/vitb_adapter_mask-rcnn_1x; do
+    coco/vitb_adapter_mask-rcnn_1x ade20k/dyt_swinb_upernet \
+    coco/dyt_swinb_mask-rcnn_1x ade20k/dyt_dinov2b_upernet; do
     flops "$config" --rate 0.5
 done
 for config in ade20k/vitb_adapter ade20k/vitb_adapter_segmenter \
-    kinetics400/vitb_adapter_8x224; do
+    kinetics400/vitb_adapter_8x224 ade20k/swinb_adapter_upernet; do
     flops "$config"
 done
+# the paper's Tables 17 and 18: Swin-B (window 7) and ViT-L/16 at 224
+run flops_swin_b_224 tools/analysis_tools/get_flops.py \
+    configs/coco/dyt_swinb_mask-rcnn_1x.py --shape 224 224 --rate 0.5
+run flops_vit_l_224 tools/analysis_tools/get_flops.py \
+    configs/ade20k/dyt_dinov2b_upernet.py --shape 224 224 --rate 0.5 \
+    --cfg-options model.backbone.timm_arch=vit_large_patch16_224 \
+    'model.backbone.img_size=[224,224]' \
+    'model.backbone.out_indices=[7,11,15,23]' model.neck.embed_dim=1024 \
+    'model.decode_head.in_channels=[1024,1024,1024,1024]' \
+    model.auxiliary_head.in_channels=1024 \
+    'model.data_preprocessor.size=[224,224]'
 
 # 2. Backbones: ViT-B/16 at 224 (with the compiled and pre-packed peers), 512,
 # clips, every token active, ViTDet-B at 1024
@@ -55,6 +67,8 @@ speed vit_b_224_rate1 --preset vit-b-224 --batch 1 8 --rate 1.0 --threads 2 \
     --repeats 10
 speed vitdet_b_1024 --preset vitdet-b-1024 --rate 0.5 --threads 2 \
     --warmup 1 --repeats 5
+speed swin_b_512 --preset swin-b-512 --batch 1 8 --rate 0.5 --threads 2 \
+    --warmup 1 --repeats 8
 
 # 3. Whole models: DyT vs adapter-only vs dense, same weights
 speed whole_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
