@@ -185,7 +185,8 @@ def test_visualize_dispatch_draws_the_swin_demo(demo_swin, tmp_path):
     import cv2
     canvas = cv2.imread(osp.join(out, '0_dispatch.png'))
     assert canvas.shape[:2] == grid_size((96, 96), 9, 3)
-    rates = json.load(open(osp.join(out, '0_rates.json')))
+    with open(osp.join(out, '0_rates.json')) as f:
+        rates = json.load(f)
     assert rates['input_shape'] == [3, 96, 96]
     assert len(rates['rates']) == 8 and all(0 <= r <= 1
                                             for r in rates['rates'])

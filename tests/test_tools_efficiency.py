@@ -498,7 +498,8 @@ def test_visualize_dispatch_image(tmp_path):
         (64, 64), TINY['num_layers'] + 1, 2) == (3 * 82 + 2 * 4, 2 * 64 + 4)
     assert png_size(osp.join(out, '0_rates.png')) == (
         PLOT_SIZE[1] * PLOT_DPI, PLOT_SIZE[0] * PLOT_DPI)
-    rates = json.load(open(osp.join(out, '0_rates.json')))
+    with open(osp.join(out, '0_rates.json')) as f:
+        rates = json.load(f)
     assert rates['input_shape'] == [3, 64, 64]
     assert len(rates['rates']) == TINY['num_layers']
 
@@ -521,7 +522,8 @@ def test_visualize_dispatch_sliding_window_recipe(tmp_path):
     # resized to 512x512 by the test pipeline: 3 x 3 crops of 256
     assert png_size(osp.join(out, '0_dispatch.png')) == grid_size(
         (512, 512), 13, 4)
-    rates = json.load(open(osp.join(out, '0_rates.json')))
+    with open(osp.join(out, '0_rates.json')) as f:
+        rates = json.load(f)
     assert rates['input_shape'] == [3, 512, 512]
     assert all(0 < r < 1 for r in rates['rates'])
 
