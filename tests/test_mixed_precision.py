@@ -7,25 +7,46 @@ import torch
 from helpers import REPO_ROOT, run_tool_here, seg_demo_env, work_dir_log
 from mmdyt.engine import AutocastOptimWrapper
 from mmdyt.models import DyTViT, TokenDispatcher
+from mmdyt.utils.torch_compat import autocast_enabled
 
 BF16 = dict(device_type='cpu', dtype=torch.bfloat16)
 
 
+def _record_scores(model):
+    """Keep every dispatcher's logits of the next forwards in a list."""
+    scores = []
+    for dispatcher in model.dispatchers():
+        score = dispatcher.score
+        dispatcher.score = lambda x, score=score: scores.append(
+            score(x)) or scores[-1]
+    return scores
+
+
 @pytest.mark.parametrize('dispatch', ['mlp', 'attn', 'attn_mlp', 'layer'])
 def test_gathered_path_under_autocast(dispatch):
+    """bfloat16 takes float32's decisions, except for tokens whose float32
+    logit is within bfloat16's rounding of the threshold; with the same
+    decisions the outputs agree to bfloat16 precision."""
     model = DyTViT(arch='tiny', img_size=32, dispatch=dispatch,
                    out_type='raw').eval()
+    scores = _record_scores(model)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = model(x)[0]
         masks = [m.clone() for m in model.dispatch_masks]
+        logits = list(scores)
         with torch.autocast(**BF16):
             out = model(x)[0]
     assert out.dtype == torch.float32  # the residual stream stays float32
-    for want, got in zip(masks, model.dispatch_masks):
-        assert (want == got).float().mean() >= 0.99
-    error = (out - reference).abs().max() / reference.abs().max()
-    assert error < 2e-2  # bfloat16: 8 bits of mantissa
+    flips = 0
+    for want, got, logit in zip(masks, model.dispatch_masks, logits):
+        differ = want != got
+        logit = logit[:, -want.shape[1]:]  # prefix tokens are not scored
+        assert (logit[differ].abs() < 1e-2).all(), logit[differ]
+        flips += int(differ.sum())
+    if not flips:  # a flipped token legitimately changes the output
+        error = (out - reference).abs().max() / reference.abs().max()
+        assert error < 2e-2  # bfloat16: 8 bits of mantissa
 
 
 @pytest.mark.parametrize('dispatch', ['mlp', 'attn', 'attn_mlp', 'layer'])
@@ -88,9 +109,9 @@ def test_autocast_optim_wrapper():
     wrapper = AutocastOptimWrapper(
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with wrapper.optim_context(model):
-        assert torch.is_autocast_enabled('cpu')
+        assert autocast_enabled('cpu')
         assert model(torch.randn(2, 4)).dtype == torch.bfloat16
-    assert not torch.is_autocast_enabled('cpu')
+    assert not autocast_enabled('cpu')
     with pytest.raises(ValueError, match="for float16 use mmengine's "
                        'AmpOptimWrapper'):
         AutocastOptimWrapper(

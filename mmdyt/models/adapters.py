@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.torch_compat import autocast_enabled
 
 
 def _check_adapter_args(bottleneck: int, scale: float, dropout: float) -> None:
@@ -99,7 +100,7 @@ class Adapter(BaseModule):
             Tensor: ``residual + self(x)``, shaped like ``residual``.
         """
         if self.training or residual.dtype != x.dtype or \
-                torch.is_autocast_enabled(x.device.type):
+                autocast_enabled(x.device.type):
             return _added(residual, self(x), inplace)
         hidden = F.relu(self.down(x)).flatten(0, -2)
         flat = residual.flatten(0, -2)

@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.torch_compat import autocast_enabled
 
 
 def mean_rate(masks: Sequence[Tensor]) -> Tensor:
@@ -111,7 +112,7 @@ class TokenDispatcher(BaseModule):
         Under autocast with ``float32_scores`` the logits are float32.
         """
         device = x.device.type
-        if self.float32_scores and torch.is_autocast_enabled(device):
+        if self.float32_scores and autocast_enabled(device):
             with torch.autocast(device, enabled=False):
                 return F.linear(x.float(), self.linear.weight.float(),
                                 self.linear.bias.float()).squeeze(-1)

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from mmdyt.registry import build_model
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.torch_compat import (autocast_dtype, autocast_enabled,
+                                      backward_safe_attention, is_compiling)
 from .dispatcher import TokenDispatcher
 from .prepacked_linear import add_linear_
 from .rel_pos_bias import RelativePositionBias
@@ -229,6 +231,11 @@ class DyTBlock(BaseModule):
     def _attn_update(self,
                      x: Tensor,
                      grid: Optional[Tuple[int, int]] = None) -> Tensor:
+        with backward_safe_attention(x):
+            return self._attn_update_of(x, grid)
+
+    def _attn_update_of(self, x: Tensor,
+                        grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.grid_attention:
             return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
         bias = self._attn_bias(x)
@@ -236,7 +243,7 @@ class DyTBlock(BaseModule):
             # a 4-D (1, heads, N, N) mask: PyTorch's fused CPU attention
             # takes it, a 3-D one sends SDPA to its 4x slower unfused kernel
             bias = bias[None]
-            if torch.compiler.is_compiling():
+            if is_compiling():
                 # the batch may be a data-dependent size (layer dispatch),
                 # which a graph cannot broadcast against 1 without a guard
                 bias = bias.expand(x.shape[0], -1, -1, -1)
@@ -252,8 +259,7 @@ class DyTBlock(BaseModule):
             return None
         self.rel_pos_bias.check_tokens(x.shape[1])
         device = x.device.type
-        dtype = torch.get_autocast_dtype(device) \
-            if torch.is_autocast_enabled(device) else x.dtype
+        dtype = autocast_dtype(device) or x.dtype
         return self.rel_pos_bias(dtype)
 
     def _decide(self, dispatcher: nn.Module, tokens: Tensor,
@@ -350,10 +356,10 @@ class DyTBlock(BaseModule):
             # with every token active (known in eager mode only: a compiled
             # graph cannot branch on it), the MLP runs on the stream itself,
             # as without a dispatcher: no gather, no scatter
-            if torch.compiler.is_compiling() or index.numel() < full.numel():
+            if is_compiling() or index.numel() < full.numel():
                 return gathered_residual(x, index, self._mlp_update, residual)
         if not isinstance(self.ls2, nn.Identity) or \
-                torch.is_autocast_enabled(x.device.type):
+                autocast_enabled(x.device.type):
             update = self._mlp_update(x)
             return residual().add_(update)
         mlp = self.mlp  # timm's Mlp; its dropouts are off in evaluation

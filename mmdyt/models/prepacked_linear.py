@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmdyt.utils.torch_compat import autocast_enabled, is_compiling
+
 #: The linear layers of a ViT block that :func:`prepack_block` replaces:
 #: the pre-trained attention and MLP projections (timm's names).
 BLOCK_LINEARS = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
@@ -104,8 +106,8 @@ class PrepackedLinear(nn.Linear):
                 x.requires_grad or weight.requires_grad or
                 (bias is not None and bias.requires_grad)):
             return None
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or \
-                torch.is_autocast_enabled('cpu') or (
+        if is_compiling() or torch.jit.is_tracing() or \
+                autocast_enabled('cpu') or (
                     self.max_rows is not None and
                     x.numel() > self.max_rows * self.in_features):
             return None

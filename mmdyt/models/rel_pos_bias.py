@@ -6,6 +6,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmdyt.utils.torch_compat import is_compiling
+
 
 def relative_position_index(grid: Tuple[int, int],
                             num_prefix_tokens: int = 1) -> Tensor:
@@ -104,7 +106,7 @@ class RelativePositionBias(BaseModule):
         dtype = dtype or table.dtype
         # a compiled graph gathers it itself (its constants are its own)
         if torch.is_grad_enabled() and table.requires_grad or \
-                torch.compiler.is_compiling():
+                is_compiling():
             return self._gather().to(dtype)
         key = (table._version, table.device, table.data_ptr(), dtype)
         if self._cache is None or self._cache[0] != key:

@@ -77,7 +77,8 @@ def query_subset_attention(attn: Attention,
         :func:`active_index` of ``mask``.
     """
     batch, num_tokens, channels = x.shape
-    heads, head_dim, dims = attn.num_heads, attn.head_dim, attn.attn_dim
+    heads, head_dim = attn.num_heads, attn.head_dim
+    dims = heads * head_dim
     weight, bias = attn.qkv.weight, attn.qkv.bias
     kv = F.linear(x, weight[dims:], None if bias is None else bias[dims:])
     k, v = kv.reshape(batch, num_tokens, 2, heads,

@@ -10,12 +10,13 @@ DyT's ``(B, N, C)`` token sequences.
 """
 from typing import Optional, Tuple
 
-import torch
 import torch.nn as nn
 from timm.models.vision_transformer_sam import Attention as SAMAttention
 from timm.models.vision_transformer_sam import (window_partition,
                                                 window_unpartition)
 from torch import Tensor
+
+from mmdyt.utils.torch_compat import is_exporting
 
 
 class WindowAttention(SAMAttention):
@@ -103,7 +104,7 @@ class WindowAttention(SAMAttention):
         ``torch.export`` (ONNX export) its unfused form: timm's fused call
         passes 3-D (batch x heads) tensors to ``scaled_dot_product_attention``,
         which the ONNX exporter takes in 4-D only."""
-        if not (self.fused_attn and torch.compiler.is_exporting()):
+        if not (self.fused_attn and is_exporting()):
             return super().forward(x)
         self.fused_attn = False
         try:

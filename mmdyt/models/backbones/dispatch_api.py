@@ -16,6 +16,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from mmdyt.utils.torch_compat import is_exporting
+
 from ..dispatcher import mean_rate
 
 
@@ -36,7 +38,7 @@ class DispatchAPIMixin:
         """Keep a dynamic forward's masks and call the mask hooks."""
         if complete:
             return
-        if not torch.compiler.is_exporting():  # no state in a graph
+        if not is_exporting():  # no state in a graph
             self.dispatch_masks = masks
         for hook in self._mask_hooks.values():
             hook(masks, inputs)

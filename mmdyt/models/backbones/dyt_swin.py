@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mmdyt.registry import build_model, register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.torch_compat import is_compiling
 from ..dispatcher import TokenDispatcher
 from ..dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
 from ..sparse_ops import active_index, gathered_residual
@@ -101,7 +102,7 @@ class DyTSwinBlock(SwinBlock):
         if mask is not None:
             index = active_index(mask)
             # every token active (known in eager mode only): no gather
-            if torch.compiler.is_compiling() or index.numel() < mask.numel():
+            if is_compiling() or index.numel() < mask.numel():
                 return gathered_residual(x, index, self._mlp_update,
                                          residual)
         update = self._mlp_update(x)

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdyt.registry import LIBRARIES, library_registry, register
 from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
+from mmdyt.utils.torch_compat import is_compiling
 from ..dispatcher import TokenDispatcher
 from ..dyt_block import DyTBlock, check_dispatch
 from ..prepacked_linear import prepack_block
@@ -517,7 +518,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
     def _should_check_finite(self, x: Tensor) -> bool:
         """Whether to check ``x`` for NaN/Inf (see ``check_finite``): one
         reduction, read back only where that costs no device sync."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or is_compiling():
             return False
         if self.check_finite is None:
             return x.device.type == 'cpu'

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.torch_compat import backward_safe_attention
 
 
 @register('MODELS', scopes=('mmaction', ))
@@ -119,11 +120,12 @@ class AttentivePoolHead(BaseHead):
         def heads(t: Tensor) -> Tensor:  # (N, S, C) -> (N, heads, S, C/h)
             return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            heads(self.q(self.norm_q(query))),
-            heads(self.k(self.norm_k(tokens))),
-            heads(self.v(self.norm_v(tokens))),
-            dropout_p=self.attn_drop if self.training else 0.)
+        with backward_safe_attention(tokens):
+            out = F.scaled_dot_product_attention(
+                heads(self.q(self.norm_q(query))),
+                heads(self.k(self.norm_k(tokens))),
+                heads(self.v(self.norm_v(tokens))),
+                dropout_p=self.attn_drop if self.training else 0.)
         return self.proj(out.transpose(1, 2).flatten(2)).squeeze(1)
 
     def forward(self, x: Union[Tensor, Sequence[Tensor]], **kwargs) -> Tensor:
