@@ -20,22 +20,17 @@ problem is really present, acts only then, and logs once what it did:
    message hub's ``HistoryBuffer`` and numpy arrays inside) fail to load. The
    globals such checkpoints need are allow-listed; ``weights_only`` itself is
    never turned off.
-4. On the CPU, a bfloat16 (or float16) ``F.linear`` of a 3-D input whose
-   rows cannot be flattened into one matrix (a transposed or sliced
-   tensor) runs as a ``bmm`` against the weight broadcast to every row, and
-   torch's low-precision CPU ``bmm`` copies a broadcast operand once per
-   batch entry (pytorch#151934): one weight copy per token. mmcv's
-   ``MultiheadAttention`` (batch-first inputs, transposed for
-   ``nn.MultiheadAttention``) and mmseg's Segmenter head (its projections of
-   token slices) hit it under ``--amp`` with more than one image or crop per
-   forward: 9x slower than float32 there. ``F.linear`` then makes such
-   inputs contiguous (in the autocast dtype, one copy of the activations),
-   on the CPU in low precision only; everything else is passed through.
+
+The fixes are narrow: none changes what torch or the OpenMMLab libraries do
+for code that works without it. (mmdyt's CPU low-precision ``F.linear`` fix
+is no process-wide patch: it is active only while mmdyt's own models run,
+see :mod:`mmdyt.utils.contiguous_linear`.)
 """
 import importlib.machinery
 import importlib.util
 import io
 import os
+import pickle
 import sys
 import types
 from typing import Any, Callable, List
@@ -172,17 +167,22 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     if (obj is HistoryBuffer and not name.startswith('_')
             and callable(vars(HistoryBuffer).get(name))):
         return getattr(obj, name)
-    import pickle
     raise pickle.UnpicklingError(
         f'mmdyt.compat: refusing getattr({obj!r}, {name!r}) while loading a '
         'checkpoint with weights_only=True.')
+
+
+def _pickled_as(function: Callable) -> tuple:
+    """``function`` with the name pickle writes for it (numpy 1.x and 2.x
+    keep their array helpers in ``numpy.core`` and ``numpy._core``)."""
+    module = pickle.whichmodule(function, function.__name__)
+    return function, f'{module}.{function.__name__}'
 
 
 def _mmengine_checkpoint_globals() -> list:
     """Globals that mmengine checkpoints contain, besides tensors."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
-    core = getattr(np, '_core', None) or np.core
     dtype_classes = [
         getattr(np.dtypes, name) for name in dir(np.dtypes)
         if name.endswith('DType')
@@ -192,9 +192,9 @@ def _mmengine_checkpoint_globals() -> list:
         (_history_buffer_getattr, 'builtins.getattr'),
         np.ndarray,
         np.dtype,
-        (core.multiarray._reconstruct,
-         f'{core.__name__}.multiarray._reconstruct'),
-        (core.multiarray.scalar, f'{core.__name__}.multiarray.scalar'),
+        # the functions an array and a numpy scalar are pickled with
+        _pickled_as(np.zeros(0).__reduce__()[0]),
+        _pickled_as(np.float64(0).__reduce__()[0]),
         *dtype_classes,
     ]
 
@@ -241,86 +241,13 @@ def fix_torch_weights_only() -> bool:
     return True
 
 
-def _low_precision_linear_broadcasts() -> bool:
-    """Whether a CPU bfloat16 ``F.linear`` of a transposed 3-D input runs as
-    a ``bmm`` against the weight expanded to every row (fix 4)."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-
-        def __init__(self):
-            super().__init__()
-            self.broadcast = False
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.bmm.default and \
-                    args[1].stride(0) == 0:
-                self.broadcast = True
-            return func(*args, **(kwargs or {}))
-
-    rows = torch.zeros(2, 3, 8, dtype=torch.bfloat16).transpose(0, 1)
-    with Record() as record:
-        F.linear(rows, torch.zeros(4, 8, dtype=torch.bfloat16))
-    return record.broadcast
-
-
-#: Dtypes whose CPU ``bmm`` copies broadcast operands (fix 4).
-_COPYING_BMM_DTYPES = ('bfloat16', 'float16')
-
-
-def _contiguous_linear(linear: Callable) -> Callable:
-    """``F.linear`` that first makes a non-flattenable 3-D (or higher) CPU
-    input contiguous when it computes in low precision (fix 4)."""
-    import torch
-
-    def contiguous_linear(input, weight, bias=None):
-        if input.dim() > 2 and input.device.type == 'cpu' and \
-                not input.is_contiguous() and \
-                not torch.compiler.is_compiling():
-            dtype = torch.get_autocast_dtype('cpu') if \
-                torch.is_autocast_enabled('cpu') else input.dtype
-            if str(dtype).split('.')[-1] in _COPYING_BMM_DTYPES:
-                # (``to`` returns a tensor of the right dtype as it is)
-                input = input.contiguous() if dtype == input.dtype else \
-                    input.to(dtype, memory_format=torch.contiguous_format)
-        return linear(input, weight, bias)
-
-    contiguous_linear.__doc__ = linear.__doc__
-    contiguous_linear.__wrapped__ = linear
-    return contiguous_linear
-
-
-def fix_low_precision_linear() -> bool:
-    """Make ``F.linear`` avoid torch's broadcast-copying low-precision CPU
-    ``bmm`` (fix 4), if this torch takes that route.
-
-    Returns:
-        bool: Whether ``torch.nn.functional.linear`` was wrapped.
-    """
-    import torch.nn.functional as F
-    if hasattr(F.linear, '__wrapped__') or \
-            not _low_precision_linear_broadcasts():
-        return False
-    F.linear = _contiguous_linear(F.linear)
-    print_log(
-        'mmdyt.compat: CPU bfloat16 linear layers on transposed or sliced '
-        'inputs run as a bmm that copies the weight once per row '
-        '(pytorch#151934); F.linear now makes such inputs contiguous first '
-        '(CPU, bfloat16/float16 only).',
-        logger='current')
-    return True
-
-
 def apply_all() -> List[str]:
     """Apply every fix whose problem is present, once per process.
 
     Returns:
         list[str]: Names of the fixes applied so far in this process.
     """
-    for fix in (fix_mmcv_ext, fix_mmaction_drn, fix_torch_weights_only,
-                fix_low_precision_linear):
+    for fix in (fix_mmcv_ext, fix_mmaction_drn, fix_torch_weights_only):
         if fix.__name__ not in APPLIED and fix():
             APPLIED.append(fix.__name__)
     return APPLIED

@@ -7,13 +7,14 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.contiguous_linear import ContiguousLinearMixin
 from ..dispatch_record import predict_with_dispatch
 from ..losses import build_dyt_loss
 
 
 @register('MODELS', scopes=('mmdet', ))
 @suggest_unknown_arguments
-class DyTTwoStageDetector(TwoStageDetector):
+class DyTTwoStageDetector(ContiguousLinearMixin, TwoStageDetector):
     """mmdet's ``TwoStageDetector`` (Mask R-CNN, Faster R-CNN, ...) whose
     training adds DyT's rate loss.
 

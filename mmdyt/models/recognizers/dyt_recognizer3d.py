@@ -8,13 +8,14 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.contiguous_linear import ContiguousLinearMixin
 from ..dispatch_record import predict_with_dispatch
 from ..losses import build_dyt_loss
 
 
 @register('MODELS', scopes=('mmaction', ))
 @suggest_unknown_arguments
-class DyTRecognizer3D(Recognizer3D):
+class DyTRecognizer3D(ContiguousLinearMixin, Recognizer3D):
     """Recognizer3D whose training adds DyT's rate and distillation losses.
 
     Losses: the head's (``loss_cls``; ``top1_acc``, ... are logged) plus

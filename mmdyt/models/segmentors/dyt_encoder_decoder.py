@@ -7,6 +7,7 @@ from torch import Tensor
 
 from mmdyt.registry import register
 from mmdyt.utils.args import suggest_unknown_arguments
+from mmdyt.utils.contiguous_linear import ContiguousLinearMixin
 from ..dispatch_record import predict_with_dispatch
 from ..losses import build_dyt_loss
 from .batched_slide import (batched_slide_inference, check_crop_batch,
@@ -15,7 +16,7 @@ from .batched_slide import (batched_slide_inference, check_crop_batch,
 
 @register('MODELS', scopes=('mmseg', ))
 @suggest_unknown_arguments
-class DyTEncoderDecoder(EncoderDecoder):
+class DyTEncoderDecoder(ContiguousLinearMixin, EncoderDecoder):
     """EncoderDecoder whose training adds DyT's rate and distillation losses.
 
     Losses: mmseg's (``decode.loss_ce``, ``aux.loss_ce``, ...) plus
