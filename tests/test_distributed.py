@@ -213,3 +213,80 @@ def test_dist_test_reports_what_one_process_reports(gumbel_run, tmp_path):
     assert dist.count('=== test results ===') == 1  # rank 0 prints
     assert parse_metrics(dist) == single
     assert {'mIoU', 'act_rate'} <= set(single)
+
+
+SRUN = '''#!/usr/bin/env bash
+# stand-in srun: records its arguments, then runs the command as task 0 of 1
+printf '%s\\n' "$@" > "$SRUN_RECORD"
+while [ $# -gt 0 ] && [ "$1" != "$PYTHON" ]; do shift; done
+SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 SLURM_NODELIST=node[1-2] \\
+    exec "$@"
+'''
+
+SCONTROL = '''#!/usr/bin/env bash
+# stand-in scontrol: the hosts of a node list
+echo "$@" >> "$SRUN_RECORD.scontrol"
+printf '127.0.0.1\\nnode2\\n'
+'''
+
+
+def run_slurm(tool, tmp_path, *args, **env_vars):
+    """Run ``tools/slurm_<tool>.sh`` with stand-in ``srun`` and ``scontrol``
+    on PATH; return the log and srun's arguments."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (('srun', SRUN), ('scontrol', SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    record = tmp_path / f'srun_{tool}.txt'
+    env = dict(os.environ, PYTHONPATH=TESTS, PYTHON=sys.executable,
+               MASTER_PORT=str(_free_port()), OMP_NUM_THREADS='1',
+               PATH=f'{bin_dir}:{os.environ["PATH"]}',
+               SRUN_RECORD=str(record), **env_vars)
+    env.pop('MASTER_ADDR', None)
+    result = subprocess.run(
+        ['bash', osp.join(REPO_ROOT, f'tools/slurm_{tool}.sh'), *args],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
+    log = result.stderr + result.stdout
+    assert result.returncode == 0, log[-4000:]
+    return log, record.read_text().splitlines()
+
+
+def test_slurm_scripts_pass_srun_the_mmseg_options(data, gumbel_run,
+                                                   tmp_path):
+    """tools/slurm_train.sh and slurm_test.sh call srun as mmseg's do
+    (GPUS, GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS), and the launched
+    process sets up torch.distributed from srun's environment: it trains,
+    and tests to what one process reports."""
+    work_dir = str(tmp_path / 'slurm')
+    config = write_config(data, work_dir, 2)
+    log, srun = run_slurm(
+        'train', tmp_path, 'part1', 'dyt', config, '--work-dir', work_dir,
+        '--no-validate', GPUS='8', GPUS_PER_NODE='4', CPUS_PER_TASK='3',
+        SRUN_ARGS='--quotatype=auto --time=10')
+    command = srun.index(sys.executable)
+    assert srun[:command] == [
+        '-p', 'part1', '--job-name=dyt', '--gres=gpu:4', '--ntasks=8',
+        '--ntasks-per-node=4', '--cpus-per-task=3', '--kill-on-bad-exit=1',
+        '--quotatype=auto', '--time=10']
+    assert srun[command + 2:command + 4] == [
+        osp.join(REPO_ROOT, 'tools/train.py'), config]
+    assert '--launcher=slurm' in srun
+    assert 'Distributed training: True' in log
+    assert f'Iter(train) [{ITERS}/{ITERS}]' in log
+    # the master is the first host of the node list
+    assert (tmp_path / 'srun_train.txt.scontrol').read_text().split() == [
+        'show', 'hostname', 'node[1-2]']
+
+    trained, _, _ = gumbel_run
+    checkpoint = osp.join(trained, f'iter_{ITERS}.pth')
+    cfg = osp.join(trained, 'cfg.py')
+    log, srun = run_slurm('test', tmp_path, 'part1', 'eval', cfg, checkpoint,
+                          '--work-dir', str(tmp_path / 'slurm_test'),
+                          GRES='')
+    assert not any(arg.startswith('--gres') for arg in srun)
+    assert srun[srun.index(sys.executable) + 2:][:3] == [
+        osp.join(REPO_ROOT, 'tools/test.py'), cfg, checkpoint]
+    single = run_tool_here('test.py', cfg, checkpoint, '--work-dir',
+                           str(tmp_path / 'single'))
+    assert parse_metrics(log) == single

@@ -1,7 +1,9 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: reading the config
 and building the runner, distributed runs on CPUs included."""
 import datetime
+import os
 import os.path as osp
+import subprocess
 from typing import Any, Optional
 
 import torch
@@ -91,7 +93,8 @@ def _replace_sync_bn(cfg: Any) -> int:
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
-    """Let ``--launcher pytorch`` run on CPUs: gloo, CPU DDP, no SyncBN.
+    """Let ``--launcher pytorch`` and ``--launcher slurm`` run on CPUs: gloo,
+    CPU DDP, no SyncBN.
 
     mmengine 0.10.7 assumes GPUs for distributed runs: its ``init_dist`` calls
     ``torch.cuda.set_device`` and its default DDP wrapper passes
@@ -101,13 +104,15 @@ def setup_cpu_distributed(cfg: Config) -> bool:
 
     - switches ``env_cfg.dist_cfg.backend`` to ``'gloo'`` (nccl needs GPUs),
     - initialises the process group itself from the ``torchrun`` environment
-      (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so that
-      the runner finds it initialised and skips ``init_dist``,
+      (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), or for
+      slurm from srun's (:func:`slurm_to_torch_env`), so that the runner
+      finds it initialised and skips ``init_dist``,
     - sets ``model_wrapper_cfg.device_ids=None`` (CPU DDP), and
     - turns SyncBN layers into BN (per-process batch statistics) and drops
       ``sync_bn``, logging both.
 
-    With GPUs, or without a launcher, it does nothing.
+    With GPUs, or without a launcher, it does nothing: mmengine sets up
+    ``pytorch`` and ``slurm`` runs itself.
 
     Args:
         cfg (Config): The config; ``cfg.launcher`` is the tool's
@@ -117,18 +122,19 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         bool: Whether the config was prepared for CPU distribution.
 
     Raises:
-        ValueError: For launchers other than ``'pytorch'`` (mmengine's slurm
-            and mpi set-ups need GPUs): launch with ``torchrun`` instead.
+        ValueError: For the ``mpi`` launcher (mmengine's set-up needs GPUs):
+            launch with ``torchrun`` or srun instead.
     """
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none' or torch.cuda.is_available():
         return False
-    if launcher != 'pytorch':
+    if launcher not in ('pytorch', 'slurm'):
         raise ValueError(
             f'--launcher {launcher} needs GPUs (mmengine sets devices per '
             'GPU); without GPUs start the processes with torchrun '
             '(tools/dist_train.sh, also across nodes with NNODES, NODE_RANK '
-            'and MASTER_ADDR) and --launcher pytorch')
+            'and MASTER_ADDR) and --launcher pytorch, or with srun '
+            '(tools/slurm_train.sh) and --launcher slurm')
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = dict(env_cfg.get('dist_cfg') or {})
     if dist_cfg.get('backend', 'nccl') != 'gloo':
@@ -139,7 +145,10 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         dist_cfg['backend'] = 'gloo'
     env_cfg['dist_cfg'] = dist_cfg
     if not torch_dist.is_initialized():
-        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        kwargs = {k: v for k, v in dist_cfg.items()
+                  if k not in ('backend', 'port')}
+        if launcher == 'slurm':
+            slurm_to_torch_env(dist_cfg.get('port'))
         if kwargs.get('timeout') is not None:
             kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
         torch_dist.init_process_group(backend='gloo', **kwargs)
@@ -161,6 +170,46 @@ def setup_cpu_distributed(cfg: Config) -> bool:
             'statistics) instead.',
             logger='current')
     return True
+
+
+def slurm_to_torch_env(port: Optional[int] = None) -> None:
+    """Set torch.distributed's environment from srun's, as mmengine's slurm
+    set-up does (without its GPU device selection).
+
+    ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` come from ``SLURM_PROCID``,
+    ``SLURM_NTASKS`` and ``SLURM_LOCALID``; ``MASTER_ADDR`` (unless set) is
+    the first host of ``SLURM_NODELIST`` (``scontrol show hostname``);
+    ``MASTER_PORT`` is ``port``, else the environment's, else 29500.
+
+    Args:
+        port (int, optional): The master port (``env_cfg.dist_cfg.port``).
+
+    Raises:
+        RuntimeError: If a slurm variable is missing (not started by srun)
+            or the first host cannot be resolved.
+    """
+    missing = [name for name in ('SLURM_PROCID', 'SLURM_NTASKS',
+                                 'SLURM_NODELIST') if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f'--launcher slurm: {", ".join(missing)} not set; start the job '
+            'with srun (tools/slurm_train.sh, tools/slurm_test.sh)')
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ['SLURM_NODELIST']
+        result = subprocess.run(['scontrol', 'show', 'hostname', nodes],
+                                capture_output=True, text=True)
+        hosts = result.stdout.split()
+        if result.returncode != 0 or not hosts:
+            raise RuntimeError(
+                f'--launcher slurm: `scontrol show hostname {nodes}` gave no '
+                f'host ({result.stderr.strip()}); set MASTER_ADDR')
+        os.environ['MASTER_ADDR'] = hosts[0]
+    if port is not None:
+        os.environ['MASTER_PORT'] = str(port)
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
 
 
 def finish_distributed() -> None:
