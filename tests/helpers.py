@@ -11,7 +11,10 @@ from unittest import mock
 
 import cv2
 import numpy as np
+import pytest
 import torch
+
+from mmdyt.utils.torch_compat import TORCH_FEATURES, torch_at_least
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: The tool folders; ``conftest`` puts them on ``sys.path`` so that the
@@ -25,6 +28,16 @@ TOOL_DIRS = [osp.join(REPO_ROOT, 'tools')] + [
 TINY = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
 #: The same, 12 blocks deep: fits recipes whose out_indices reach block 11.
 TINY_12 = dict(TINY, num_layers=12)
+
+
+def requires_torch_for(feature: str):
+    """Skip a test where ``feature`` (a key of ``TORCH_FEATURES``) needs a
+    newer torch than the installed one, naming both in the reason."""
+    version = TORCH_FEATURES[feature]
+    return pytest.mark.skipif(
+        not torch_at_least(version),
+        reason=f'{feature} needs torch >= {version}; this is torch '
+        f'{torch.__version__}')
 
 
 def config_path(name: str) -> str:

@@ -10,9 +10,14 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import (cfg_options, config_path, make_video, save_model,
-                     seg_demo_env, write_seg_config, write_video_config)
+from helpers import (cfg_options, config_path, make_video,
+                     requires_torch_for, save_model, seg_demo_env,
+                     write_seg_config, write_video_config)
 from model_twins import randomize_adapters
+
+from mmdyt.utils.torch_compat import ONNX_DYNAMIC_BATCH, ONNX_EXPORT
+
+pytestmark = requires_torch_for(ONNX_EXPORT)
 
 RUNTIMES = ('ort', 'openvino')
 
@@ -145,6 +150,7 @@ def test_wrong_input_shape_or_dtype_names_the_expected_shape(demo, tmp_path):
             model(np.zeros((2, 3, 96, 96), np.float32))
 
 
+@requires_torch_for(ONNX_DYNAMIC_BATCH)
 def test_dynamic_batch_export(tmp_path):
     from onnx_runtime import ExportedModel
     config, cfg, _, checkpoint = tiny_seg(tmp_path)

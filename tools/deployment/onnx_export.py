@@ -29,6 +29,8 @@ from mmengine.config import Config
 from torch import Tensor
 
 from mmdyt.engine import find_dyt_backbone
+from mmdyt.utils.torch_compat import (ONNX_DYNAMIC_BATCH, ONNX_EXPORT,
+                                      require_torch)
 
 #: The task of each config scope.
 TASKS = {'mmseg': 'segmentor', 'mmaction': 'recognizer', 'mmdet': 'detector'}
@@ -188,7 +190,15 @@ def export_onnx(tensor_model: nn.Module,
 
     Returns:
         list[str]: The names of the graph's outputs.
+
+    Raises:
+        RuntimeError: If the installed torch is too old for the export, or
+            for a dynamic batch (:data:`~mmdyt.utils.torch_compat.
+            TORCH_FEATURES`).
     """
+    require_torch(ONNX_EXPORT)
+    if dynamic_batch:
+        require_torch(ONNX_DYNAMIC_BATCH)
     names = output_names
     if names is None and isinstance(tensor_model, TensorModel):
         names = tensor_model.output_names()
