@@ -46,7 +46,7 @@ def test_listed_recipe_builds_with_the_stated_parameters(model):
         with torch.device('meta'):  # the real size, no memory, no init time
             built = registry.build(cfg.model)
     except RuntimeError as error:  # e.g. a head calling .item() at init
-        if 'meta' not in str(error):
+        if 'meta' not in str(error).lower():  # 'Meta' on torch 2.1
             raise
         built = registry.build(cfg.model)
     assert type(built).__name__ == cfg.model.type

@@ -14,9 +14,11 @@ from benchmark_models import (MODEL_NAMES, build_benchmark_models,
                               set_activation_rate)
 from dispatch_vis import PLOT_DPI, PLOT_SIZE, grid_size
 from helpers import (REPO_ROOT, TINY, TINY_12, make_seg_data, make_video,
-                     save_model, write_seg_config, write_video_config)
+                     requires_torch_for, save_model, write_seg_config,
+                     write_video_config)
 from mmdyt.models import DyTViT
 from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.utils.torch_compat import PROFILER_DTYPES
 from model_inputs import init_task_model
 
 
@@ -565,6 +567,7 @@ def test_visualize_dispatch_needs_dispatchers(tmp_path):
         ])
 
 
+@requires_torch_for(PROFILER_DTYPES)
 def test_profile_ops_casts_and_small_matmuls(restore_threads, capsys):
     """profile_ops.py: under bfloat16 autocast DyT's gathered path converts
     activations as often per block as the adapter-only model (no dtype

@@ -51,6 +51,11 @@ ONNX_DYNAMIC_BATCH = 'ONNX export with a dynamic batch dimension'
 #: graph break at each gather.
 COMPILE_ONE_GRAPH = 'torch.compile of a DyT backbone as one graph'
 
+#: ``tools/analysis_tools/profile_ops.py``: it tells casts apart by the
+#: dtypes the profiler records for each op (``FunctionEvent.input_dtypes``,
+#: absent from torch 2.9.1's profiler).
+PROFILER_DTYPES = 'profile_ops.py (the profiler recording op input dtypes)'
+
 #: Features that need a newer torch than :data:`MIN_TORCH`, and the oldest
 #: torch release line they were seen to work on. Tested: torch 2.1.2, 2.5.1,
 #: 2.9.1 and 2.14.1. ONNX export fails in ``torch.export`` on 2.5.1 and
@@ -60,6 +65,7 @@ TORCH_FEATURES = {
     ONNX_EXPORT: '2.9.0',
     ONNX_DYNAMIC_BATCH: '2.14.0',
     COMPILE_ONE_GRAPH: '2.14.0',
+    PROFILER_DTYPES: '2.14.0',
 }
 
 

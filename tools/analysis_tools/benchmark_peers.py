@@ -33,6 +33,8 @@ from torch import Tensor
 
 from mmdyt.models import DyTViT
 from mmdyt.models.prepacked_linear import BLOCK_LINEARS, prepack_block
+from mmdyt.utils.torch_compat import (COMPILE_ONE_GRAPH, TORCH_FEATURES,
+                                      torch_at_least)
 
 
 class _MLPDispatchPeer(nn.Module):
@@ -159,7 +161,9 @@ def compile_for_benchmark(model: nn.Module,
     graph as constants and pre-packs the weights of matmuls whose shapes are
     static into MKL's layout. DyT's gathered evaluation compiles as one
     graph (``fullgraph=True``: its data-dependent sizes, from ``nonzero``,
-    stay symbolic; ``tests/test_compile.py``). Compiled code keeps the
+    stay symbolic; ``tests/test_compile.py``), on a torch new enough for
+    that (:data:`~mmdyt.utils.torch_compat.TORCH_FEATURES`); an older torch
+    breaks the graph at each gather. Compiled code keeps the
     thread count it was compiled for: compile again after
     ``torch.set_num_threads`` (:func:`reset_compiled`).
 
@@ -171,7 +175,8 @@ def compile_for_benchmark(model: nn.Module,
     # process-wide: torch.compile(options=dict(freezing=True)) compiles
     # without freezing in torch 2.14 (measured: no gain over eager)
     torch._inductor.config.freezing = backend == 'inductor'
-    return torch.compile(model, backend=backend, fullgraph=True)
+    one_graph = torch_at_least(TORCH_FEATURES[COMPILE_ONE_GRAPH])
+    return torch.compile(model, backend=backend, fullgraph=one_graph)
 
 
 def reset_compiled() -> None:

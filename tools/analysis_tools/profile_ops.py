@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.utils.torch_compat import PROFILER_DTYPES, require_torch
 from benchmark_models import (PRESETS, bootstrap_ratio,
                               build_benchmark_models, set_activation_rate,
                               time_interleaved)
@@ -297,6 +298,7 @@ def _ratio(row: dict, key: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     args = parse_args(argv)
+    require_torch(PROFILER_DTYPES)
     preset = PRESETS[args.preset]
     if preset.get('num_frames') or preset.get('vitdet'):
         raise SystemExit(f'profile_ops.py profiles image ViTs; preset '

@@ -35,15 +35,14 @@ def timm_arch_kwargs(name: str) -> Dict[str, object]:
             MLPs, a pre-norm before the blocks, non-square patches).
     """
     import timm
-    from timm.layers import LayerScale, Mlp
+    from timm.layers import Mlp
     from timm.models.vision_transformer import VisionTransformer
     if name not in timm.list_models():
         close = timm.list_models(f'*{name.split("_")[1]}*') \
             if '_' in name else []
         raise ValueError(f'timm has no model {name!r}' +
                          (f'; similar: {close[:8]}' if close else ''))
-    with torch.device('meta'):
-        model = timm.create_model(name, pretrained=False)
+    model = _layout_model(name)
     if not isinstance(model, VisionTransformer):
         raise ValueError(f'timm_arch={name!r} is a {type(model).__name__}, '
                          'not a timm VisionTransformer')
@@ -64,7 +63,8 @@ def timm_arch_kwargs(name: str) -> Dict[str, object]:
         raise ValueError(f'timm_arch={name!r} cannot be a DyTViT: ' +
                          '; '.join(problems))
     layer_scale = None
-    if isinstance(block.ls1, LayerScale):
+    if not isinstance(block.ls1, nn.Identity):  # timm's LayerScale (of
+        # timm.layers, or of vision_transformer.py up to timm 1.0.20)
         layer_scale = 1e-5  # any value: the checkpoint sets the gammas
     return dict(
         arch=dict(embed_dims=model.embed_dim, num_layers=len(model.blocks),
@@ -76,3 +76,17 @@ def timm_arch_kwargs(name: str) -> Dict[str, object]:
         no_embed_class=bool(model.no_embed_class),
         layer_scale_init_value=layer_scale,
         qkv_bias=block.attn.qkv.bias is not None)
+
+
+def _layout_model(name: str) -> nn.Module:
+    """timm's model ``name``, for its layout only: on the meta device (no
+    memory, no initialisation), or, where this timm cannot build on it (up to
+    timm 1.0.20 the ViT reads its drop-path rates with ``.item()`` while
+    building, which a meta tensor cannot give on torch 2.1), on the CPU
+    without timm's weight initialisation."""
+    import timm
+    try:
+        with torch.device('meta'):
+            return timm.create_model(name, pretrained=False)
+    except NotImplementedError:
+        return timm.create_model(name, pretrained=False, weight_init='skip')
