@@ -1,5 +1,5 @@
 """DyTTwoStageDetector: mmdet's two-stage detectors with DyT's rate loss."""
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mmdet.models.detectors import TwoStageDetector
 from mmdet.structures import SampleList
@@ -57,6 +57,20 @@ class DyTTwoStageDetector(ContiguousLinearMixin, TwoStageDetector):
         #: reads only ``test_cfg.rpn`` and ``test_cfg.rcnn``).
         self.return_dispatch_masks = bool(
             (self.test_cfg or {}).get('return_dispatch_masks', False))
+
+    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
+        """The neck's feature maps, contiguous in memory.
+
+        mmcv's compiled ``RoIAlign`` (CPU and CUDA kernels) reads its input
+        as a contiguous (N, C, H, W) array whatever its strides. A ViT's
+        token grid reshaped to a map, and maps after a channels-first
+        LayerNorm, are channels-last in memory, and convolutions keep that
+        layout: RoIAlign would pool the wrong values (silently: the RoI head
+        then does not learn). Maps that are contiguous already are returned
+        as they are.
+        """
+        return tuple(
+            x.contiguous() for x in super().extract_feat(batch_inputs))
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> dict:

@@ -1,5 +1,6 @@
 """LN2d: LayerNorm over the channels of (N, C, H, W) maps."""
 from timm.layers import LayerNorm2d
+from torch import Tensor
 
 from mmdyt.registry import register
 
@@ -11,7 +12,9 @@ class LN2d(LayerNorm2d):
 
     Each position's C channels are normalised, as ViTDet's simple feature
     pyramid and its LN heads do (mmcv's ``'LN'`` would normalise the last,
-    spatial, axis of a map instead).
+    spatial, axis of a map instead). The output is contiguous (N, C, H, W),
+    as mmdet's ``LN2d`` gives it (timm's permutes leave it channels-last in
+    memory, which mmcv's compiled ops misread).
 
     Args:
         num_channels (int): Channels C.
@@ -31,3 +34,7 @@ class LN2d(LayerNorm2d):
     def __init__(self, num_channels: int, eps: float = 1e-6,
                  affine: bool = True):
         super().__init__(num_channels, eps=eps, affine=affine)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise the channels of ``x`` (N, C, H, W)."""
+        return super().forward(x).contiguous()
