@@ -1,32 +1,42 @@
 # mmdyt: `make demo` runs the main job, `make test` the tests; both set up
 # everything they need first (`make install`, a no-op once done).
 PYTHON ?= python3
-VENV := .venv
+# The stack to test: `newest` (the default: the newest releases tested) or
+# `oldest` (the oldest supported: torch 2.1, as OpenMMLab's compiled mmcv
+# 2.1.0 wheels need); requirements/constraints/$(STACK).txt pins it exactly.
+STACK ?= newest
+VENV ?= $(if $(filter newest,$(STACK)),.venv,.venv-$(STACK))
+CONSTRAINTS := requirements/constraints/$(STACK).txt
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo demo-seg demo-video demo-det demo-swin benchmarks clean
+.PHONY: install test test-oldest lint demo demo-seg demo-video demo-det demo-swin benchmarks clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/deploy.txt requirements/mmcv_lite.txt
+# mmdyt with its tests and deployment extras, at the versions of
+# $(CONSTRAINTS); mmcv is kept if a (compiled) one is installed, else
+# mmcv-lite comes in.
+$(STAMP): setup.py requirements/*.txt $(CONSTRAINTS)
 	@test -x $(PY) || { echo '[install] creating $(VENV) with $(PYTHON)'; $(PYTHON) -m venv $(VENV); }
-	@echo '[install] installing the pinned dependencies (requirements/*.txt; pip output in $(INSTALL_LOG))'
-	@$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt > $(INSTALL_LOG) 2>&1 \
+	@echo '[install] installing mmdyt and the $(STACK) tested stack ($(CONSTRAINTS); pip output in $(INSTALL_LOG))'
+	@$(PIP) install -c $(CONSTRAINTS) -e '.[tests,deploy]' > $(INSTALL_LOG) 2>&1 \
 		|| { tail -30 $(INSTALL_LOG); exit 1; }
-	@# keep a compiled mmcv if there is one; else the pure-Python mmcv-lite
 	@if $(PY) -c 'import mmcv' 2>/dev/null; then echo '[install] keeping the installed mmcv'; \
 	else echo '[install] installing mmcv-lite (requirements/mmcv_lite.txt)'; \
-		$(PIP) install -r requirements/mmcv_lite.txt >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }; fi
-	@$(PIP) install --no-deps --no-build-isolation -e . >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }
+		$(PIP) install -c $(CONSTRAINTS) -r requirements/mmcv_lite.txt >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }; fi
 	@touch $@
 	@echo '[install] done'
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The suite on the oldest supported stack, in its own virtualenv.
+test-oldest:
+	@$(MAKE) --no-print-directory test STACK=oldest
 
 lint: install
 	$(PY) -m flake8 .
