@@ -151,3 +151,32 @@ def test_segmenter_head_in_a_dyt_model_copies_no_weights():
             calls, _ = _broadcast_bmms(lambda: head(features))
             assert calls > 0
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+@needs_the_fix
+def test_the_mixin_acts_in_low_precision_only():
+    """A float32 forward runs with torch's own F.linear; under bfloat16
+    autocast, and with bfloat16 weights, with the fix."""
+    original = F.linear
+    seen = []
+
+    class Base(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x):
+            seen.append(F.linear is original)
+            return self.linear(x)
+
+    class Model(ContiguousLinearMixin, Base):
+        pass
+
+    model = Model()
+    model(torch.randn(2, 4))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        model(torch.randn(2, 4))
+    model.to(torch.bfloat16)(torch.randn(2, 4, dtype=torch.bfloat16))
+    assert seen == [True, False, False]
+    assert F.linear is original

@@ -13,10 +13,10 @@ or crop per forward: 9x slower than float32 there.
 :func:`contiguous_low_precision_linear` makes such inputs contiguous first
 (in the compute dtype: one copy of the activations instead of one copy of the
 weight per row), and only while it is entered. mmdyt's task models
-(:class:`ContiguousLinearMixin`) enter it around their ``forward``, so their
-heads from mmseg / mmcv get the fix too; importing mmdyt changes nothing for
-other code, and ``torch.nn.functional.linear`` is the original again as soon
-as the model returns.
+(:class:`ContiguousLinearMixin`) enter it around a low-precision
+``forward``, so their heads from mmseg / mmcv get the fix too; importing
+mmdyt changes nothing for other code, and ``torch.nn.functional.linear`` is
+the original again as soon as the model returns.
 """
 import functools
 import threading
@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -117,13 +118,25 @@ def contiguous_low_precision_linear() -> Iterator[bool]:
                 _original = None
 
 
+def may_compute_in_low_precision(module: nn.Module) -> bool:
+    """Whether ``module`` may run CPU matmuls in bfloat16 or float16: under
+    CPU autocast in such a dtype, or with such weights."""
+    if autocast_dtype('cpu') in COPYING_BMM_DTYPES:
+        return True
+    weight = next(module.parameters(), None)
+    return weight is not None and weight.dtype in COPYING_BMM_DTYPES
+
+
 class ContiguousLinearMixin:
     """Runs a model's ``forward`` inside
-    :func:`contiguous_low_precision_linear` (mmdyt's task models mix it in
-    before the library's base class)."""
+    :func:`contiguous_low_precision_linear` when it may compute in low
+    precision (mmdyt's task models mix it in before the library's base
+    class; a float32 forward runs as it is)."""
 
     def forward(self, *args, **kwargs):
         """The base class's ``forward``, with the low-precision linear fix
-        active while it runs."""
+        active while it runs in bfloat16 or float16."""
+        if not may_compute_in_low_precision(self):
+            return super().forward(*args, **kwargs)
         with contiguous_low_precision_linear():
             return super().forward(*args, **kwargs)
