@@ -11,7 +11,8 @@ from torch import Tensor
 from mmdyt.registry import build_model
 from mmdyt.utils.args import suggest_unknown_arguments
 from mmdyt.utils.torch_compat import (autocast_dtype, autocast_enabled,
-                                      backward_safe_attention, is_compiling)
+                                      backward_safe_attention_method,
+                                      is_compiling)
 from .dispatcher import TokenDispatcher
 from .prepacked_linear import add_linear_
 from .rel_pos_bias import RelativePositionBias
@@ -228,14 +229,10 @@ class DyTBlock(BaseModule):
     # under autocast the sub-layers compute in half precision while the
     # stream stays float32 (and the gathered path's ``index_add`` needs one
     # dtype). Without autocast ``.to`` returns its input.
+    @backward_safe_attention_method
     def _attn_update(self,
                      x: Tensor,
                      grid: Optional[Tuple[int, int]] = None) -> Tensor:
-        with backward_safe_attention(x):
-            return self._attn_update_of(x, grid)
-
-    def _attn_update_of(self, x: Tensor,
-                        grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.grid_attention:
             return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
         bias = self._attn_bias(x)

@@ -26,7 +26,8 @@ Features that need a newer torch than the one installed say so through
 :func:`require_torch`, with the feature's name and the version it needs.
 """
 import contextlib
-from typing import ContextManager, Optional
+import functools
+from typing import Callable, ContextManager, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -209,3 +210,25 @@ def backward_safe_attention(x: Tensor) -> ContextManager:
             (autocast_dtype('cpu') or x.dtype) != torch.bfloat16:
         return contextlib.nullcontext()
     return _math_attention()
+
+
+def backward_safe_attention_method(method: Callable) -> Callable:
+    """Decorate a module method ``method(self, x, ...)`` that runs attention
+    on ``x`` with :func:`backward_safe_attention`. On a torch without the
+    bug it returns ``method`` itself: nothing is added to the forward.
+
+    Args:
+        method (Callable): The method.
+
+    Returns:
+        Callable: ``method``, or ``method`` run inside the guard.
+    """
+    if _cpu_bf16_flash_backward_ok:
+        return method
+
+    @functools.wraps(method)
+    def guarded(self, x: Tensor, *args, **kwargs):
+        with backward_safe_attention(x):
+            return method(self, x, *args, **kwargs)
+
+    return guarded
