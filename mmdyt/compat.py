@@ -1,4 +1,4 @@
-"""Fixes for known breakages of the pinned upstream packages.
+"""Fixes for known breakages of the supported upstream packages.
 
 ``import mmdyt`` runs :func:`apply_all` before anything else, so that every
 entry point (``tools/train.py``, ``custom_imports=dict(imports=['mmdyt'])``,
