@@ -85,3 +85,13 @@ def test_the_install_docs_name_the_tested_versions():
             pins = _pins(stack)
             assert version.findall(cell) == [pins[p] for p in packages], (
                 row, stack)
+
+
+def test_the_install_docs_name_the_torch_each_feature_needs():
+    """Each feature's torch in ``TORCH_FEATURES`` is the one the docs'
+    feature table states."""
+    from mmdyt.utils.torch_compat import TORCH_FEATURES
+    with open(osp.join(REPO_ROOT, 'docs/en/get_started.md')) as f:
+        stated = set(re.findall(r'\| torch ≥ (\d+\.\d+) \(', f.read()))
+    needed = {'.'.join(v.split('.')[:2]) for v in TORCH_FEATURES.values()}
+    assert stated == needed
