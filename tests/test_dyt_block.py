@@ -164,13 +164,13 @@ def test_drop_path_in_masked_training(dispatch):
             FixedDropPath(k2)
         out, _ = block.train()(x)
         if dispatch == 'mlp':
-            x1 = x + k1[:, None, None] * block._attn_update(x)
+            x1 = x + k1[:, None, None] * block.attn_update(x)
             full = block._with_prefix(mask)[..., None]
-            expected = x1 + k2[:, None, None] * full * block._mlp_update(
+            expected = x1 + k2[:, None, None] * full * block.mlp_update(
                 x1) + block.mlp_adapter(x1)
         else:
-            attn = k1[:, None, None] * block._attn_update(x)
-            update = attn + k2[:, None, None] * block._mlp_update(x + attn)
+            attn = k1[:, None, None] * block.attn_update(x)
+            update = attn + k2[:, None, None] * block.mlp_update(x + attn)
             expected = x + mask[..., None] * update + block.layer_adapter(x)
         torch.testing.assert_close(out, expected)
         # evaluation: no stochastic depth, the plain gathered block

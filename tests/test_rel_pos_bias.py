@@ -48,7 +48,7 @@ def test_attention_equals_an_independent_beit_attention():
     with torch.no_grad():
         block.rel_pos_bias.relative_position_bias_table.normal_(0, 1)
         x = torch.randn(2, 17, 32)
-        got = block._attn_update(x)
+        got = block.attn_update(x)
         want = reference_attention(
             block.attn, block.rel_pos_bias.relative_position_bias_table,
             beit_index(4, 4), block.norm1(x))

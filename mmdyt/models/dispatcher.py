@@ -106,6 +106,12 @@ class TokenDispatcher(BaseModule):
         self._logit_threshold = math.log(self._threshold /
                                          (1 - self._threshold))
 
+    @property
+    def logit_threshold(self) -> float:
+        """float: :attr:`threshold` as a logit: evaluation activates the
+        tokens whose score (:meth:`score`) is above it."""
+        return self._logit_threshold
+
     def score(self, x: Tensor) -> Tensor:
         """Return the logit of every token, shape ``x.shape[:-1]``.
 

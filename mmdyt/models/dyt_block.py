@@ -224,15 +224,26 @@ class DyTBlock(BaseModule):
             for site in self.dispatch_sites
         ]
 
-    # ------------------------------------------------------------------ utils
+    # ------------------------------------------------------ dense updates
     # Residual updates come back in the dtype of the residual stream ``x``:
     # under autocast the sub-layers compute in half precision while the
     # stream stays float32 (and the gathered path's ``index_add`` needs one
     # dtype). Without autocast ``.to`` returns its input.
     @backward_safe_attention_method
-    def _attn_update(self,
-                     x: Tensor,
-                     grid: Optional[Tuple[int, int]] = None) -> Tensor:
+    def attn_update(self,
+                    x: Tensor,
+                    grid: Optional[Tuple[int, int]] = None) -> Tensor:
+        """The attention branch's dense update ``LS1(Attn(LN1(x)))`` of
+        tokens ``x``, with no dispatch and no adapter.
+
+        Args:
+            x (Tensor): Tokens (B, N, C), prefix tokens first.
+            grid (tuple[int, int], optional): The patch grid (H, W), for
+                windowed (ViTDet) attention. Defaults to None.
+
+        Returns:
+            Tensor: The update (B, N, C), in the dtype of ``x``.
+        """
         if self.grid_attention:
             return self.ls1(self.attn(self.norm1(x), grid)).to(x.dtype)
         bias = self._attn_bias(x)
@@ -246,7 +257,17 @@ class DyTBlock(BaseModule):
                 bias = bias.expand(x.shape[0], -1, -1, -1)
         return self.ls1(self.attn(self.norm1(x), attn_mask=bias)).to(x.dtype)
 
-    def _mlp_update(self, x: Tensor) -> Tensor:
+    def mlp_update(self, x: Tensor) -> Tensor:
+        """The MLP branch's dense update ``LS2(MLP(LN2(x)))`` of tokens
+        ``x``: what an active token adds to the residual stream.
+
+        Args:
+            x (Tensor): Tokens (..., C), any leading shape (a gathered
+                (M, C) set of active tokens, say).
+
+        Returns:
+            Tensor: The update, shaped as ``x`` and in its dtype.
+        """
         return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
 
     def _attn_bias(self, x: Tensor) -> Optional[Tensor]:
@@ -293,14 +314,14 @@ class DyTBlock(BaseModule):
     def _attn_part(self, x: Tensor, complete: bool, masks: List[Tensor],
                    grid: Optional[Tuple[int, int]]) -> Tensor:
         if self.attn_dispatcher is None:
-            return x + self.drop_path1(self._attn_update(x, grid))
+            return x + self.drop_path1(self.attn_update(x, grid))
         mask, full = self._token_masks(self.attn_dispatcher, x, complete)
         masks.append(mask)
         if complete:
-            out = x + self.drop_path1(self._attn_update(x, grid))
+            out = x + self.drop_path1(self.attn_update(x, grid))
         elif self.training:
             out = x + self.drop_path1(
-                self._attn_update(x, grid) * full[..., None])
+                self.attn_update(x, grid) * full[..., None])
         else:
             update = self.ls1(
                 query_subset_attention(self.attn, self.norm1(x), full,
@@ -321,7 +342,7 @@ class DyTBlock(BaseModule):
                 full = None
         if not self.training:
             return self._eval_mlp_part(x, full)
-        update = self._mlp_update(x)
+        update = self.mlp_update(x)
         if full is not None:
             update = update * full[..., None]
         out = x + self.drop_path2(update)
@@ -354,10 +375,10 @@ class DyTBlock(BaseModule):
             # graph cannot branch on it), the MLP runs on the stream itself,
             # as without a dispatcher: no gather, no scatter
             if is_compiling() or index.numel() < full.numel():
-                return gathered_residual(x, index, self._mlp_update, residual)
+                return gathered_residual(x, index, self.mlp_update, residual)
         if not isinstance(self.ls2, nn.Identity) or \
                 autocast_enabled(x.device.type):
-            update = self._mlp_update(x)
+            update = self.mlp_update(x)
             return residual().add_(update)
         mlp = self.mlp  # timm's Mlp; its dropouts are off in evaluation
         hidden = mlp.norm(mlp.act(mlp.fc1(self.norm2(x)))).flatten(0, 1)
@@ -368,8 +389,8 @@ class DyTBlock(BaseModule):
                       x: Tensor,
                       grid: Optional[Tuple[int, int]] = None) -> Tensor:
         """``Block(x) - x`` of the whole pre-trained block."""
-        attn = self.drop_path1(self._attn_update(x, grid))
-        return attn + self.drop_path2(self._mlp_update(x + attn))
+        attn = self.drop_path1(self.attn_update(x, grid))
+        return attn + self.drop_path2(self.mlp_update(x + attn))
 
     def _layer_forward(self, x: Tensor, complete: bool, masks: List[Tensor],
                        grid: Optional[Tuple[int, int]]) -> Tensor:

@@ -409,7 +409,7 @@ def set_activation_rate(model: DyTViT, inputs: Tensor, rate: float) -> None:
     def hook(dispatcher, args):
         scores = dispatcher.linear(args[0][:, prefix:]).squeeze(-1) - \
             dispatcher.linear.bias
-        bias = _bias_for_rate(scores, rate) + dispatcher._logit_threshold
+        bias = _bias_for_rate(scores, rate) + dispatcher.logit_threshold
         dispatcher.linear.bias.fill_(bias)
 
     handles = [

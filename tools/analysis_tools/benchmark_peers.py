@@ -66,9 +66,9 @@ class _MLPDispatchPeer(nn.Module):
         if x.dim() == 5:  # (N, C, T, H, W) -> (N*T, C, H, W)
             x = x.transpose(1, 2).flatten(0, 1)
         grid = (x.shape[-2] // dyt.patch_size, x.shape[-1] // dyt.patch_size)
-        x = dyt._pos_embed(dyt.patch_embed(x), grid)
+        x = dyt.add_pos_embed(dyt.patch_embed(x), grid)
         for index, block in enumerate(dyt.blocks):
-            x = self.mlp_part(index, block, x + block._attn_update(x, grid))
+            x = self.mlp_part(index, block, x + block.attn_update(x, grid))
         return dyt.norm(x) if dyt.norm is not None else x
 
 
@@ -84,12 +84,14 @@ class ReferenceGatherDyT(_MLPDispatchPeer):
     peer = 'reference gather'
 
     def mlp_part(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
-        mask = block._with_prefix(
-            block.mlp_dispatcher(x[:, block.num_prefix_tokens:]))
+        prefix = block.num_prefix_tokens
+        mask = block.mlp_dispatcher(x[:, prefix:])
+        if prefix:  # the prefix tokens are always active
+            mask = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], 1)
         flat = x.flatten(0, 1)
         active = mask.flatten().nonzero().squeeze(1)
         update = torch.zeros_like(flat)
-        update[active] = block._mlp_update(flat[active])
+        update[active] = block.mlp_update(flat[active])
         return (flat + update).view_as(x) + block.mlp_adapter(x)
 
 
@@ -127,7 +129,7 @@ class IdealSliceDyT(_MLPDispatchPeer):
         active = self.active[index]
         # as DyT's evaluation: the MLP reads the stream, then both updates
         # are added into it in place
-        update = block._mlp_update(x.flatten(0, 1)[:active])
+        update = block.mlp_update(x.flatten(0, 1)[:active])
         out = block.mlp_adapter.add_to(x, x, inplace=True)
         out.flatten(0, 1)[:active].add_(update)
         return out

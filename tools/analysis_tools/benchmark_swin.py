@@ -33,7 +33,7 @@ class _SwinStages:
     def forward(self, x: Tensor) -> List[Tensor]:
         return self.dyt.run_stages(
             x, lambda index, block, tokens, hw_shape: self.mlp_part(
-                index, block, block._attn_part(tokens, hw_shape)))
+                index, block, tokens + block.attn_update(tokens, hw_shape)))
 
 
 class SwinReferenceGather(_SwinStages, ReferenceGatherDyT):

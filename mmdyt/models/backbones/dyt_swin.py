@@ -56,21 +56,28 @@ class DyTSwinBlock(SwinBlock):
         """This block's dispatchers, in mask order."""
         return [self.mlp_dispatcher] if self.mlp_dispatcher else []
 
-    #: No token of a Swin is exempt from dispatch (the peers and tools
-    #: written for :class:`DyTBlock` read this).
+    #: No token of a Swin is exempt from dispatch (as in
+    #: :class:`DyTBlock`, whose class tokens are).
     num_prefix_tokens = 0
 
-    def _with_prefix(self, mask: Tensor) -> Tensor:
-        """The mask of all tokens: with no prefix, the mask itself."""
-        return mask
+    def attn_update(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """The attention branch's update ``Attn(LN1(x))`` of tokens ``x``
+        (B, H*W, C): mmseg's (shifted) window attention.
 
-    def _attn_part(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        """``x + Attn(LN1(x))``: mmseg's (shifted) window attention."""
-        return x + self.attn(self.norm1(x), hw_shape)
+        Args:
+            x (Tensor): Tokens (B, H*W, C).
+            hw_shape (tuple[int, int]): The token grid (H, W).
+        """
+        return self.attn(self.norm1(x), hw_shape)
 
-    def _mlp_update(self, x: Tensor) -> Tensor:
-        """``FFN(LN2(x)) - identity`` (mmcv's FFN without its residual),
-        in the dtype of ``x``."""
+    def mlp_update(self, x: Tensor) -> Tensor:
+        """The dense MLP update ``FFN(LN2(x)) - x`` (mmcv's FFN without its
+        residual) of tokens ``x`` (..., C), in the dtype of ``x``: what an
+        active token adds to the residual stream.
+
+        Args:
+            x (Tensor): Tokens (..., C), any leading shape.
+        """
         return self.ffn.dropout_layer(self.ffn.layers(self.norm2(x))).to(
             x.dtype)
 
@@ -89,7 +96,7 @@ class DyTSwinBlock(SwinBlock):
                 mask = None
         adapter = self.mlp_adapter
         if self.training:
-            update = self._mlp_update(x)
+            update = self.mlp_update(x)
             out = x + (update if mask is None else update * mask[..., None])
             return out if adapter is None else adapter.add_to(out, x)
         inplace = not (torch.is_grad_enabled() and x.requires_grad)
@@ -103,9 +110,9 @@ class DyTSwinBlock(SwinBlock):
             index = active_index(mask)
             # every token active (known in eager mode only): no gather
             if is_compiling() or index.numel() < mask.numel():
-                return gathered_residual(x, index, self._mlp_update,
+                return gathered_residual(x, index, self.mlp_update,
                                          residual)
-        update = self._mlp_update(x)
+        update = self.mlp_update(x)
         return residual().add_(update)
 
     def forward_with_masks(self, x: Tensor, hw_shape: Tuple[int, int],
@@ -119,7 +126,7 @@ class DyTSwinBlock(SwinBlock):
             the adapter-only baseline.
         """
         masks: List[Tensor] = []
-        return self._mlp_part(self._attn_part(x, hw_shape), complete,
+        return self._mlp_part(x + self.attn_update(x, hw_shape), complete,
                               masks), masks
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:

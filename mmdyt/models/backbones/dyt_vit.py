@@ -524,7 +524,18 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             return x.device.type == 'cpu'
         return self.check_finite
 
-    def _pos_embed(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+    def add_pos_embed(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+        """Prepend the prefix tokens (class, registers) to patch tokens and
+        add the position embedding, resampled to ``grid`` if it differs
+        from the pre-training grid (timm's ``_pos_embed``).
+
+        Args:
+            x (Tensor): Patch tokens (B, H*W, C) of :attr:`patch_embed`.
+            grid (tuple[int, int]): Their grid (H, W).
+
+        Returns:
+            Tensor: The tokens (B, P + H*W, C) the first block takes.
+        """
         pos_embed = self.pos_embed
         if grid != self.patch_grid:
             pos_embed = resample_pos_embed(pos_embed, grid,
@@ -582,7 +593,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             num_frames = x.shape[2]
             x = x.transpose(1, 2).flatten(0, 1)
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
-        x = self._pos_embed(self.patch_embed(x), grid)
+        x = self.add_pos_embed(self.patch_embed(x), grid)
 
         masks: List[Tensor] = []
         outs = []
