@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(VENV)/install.log
 PYTEST_ARGS ?=
 
-.PHONY: install test test-oldest lint demo demo-seg demo-video demo-det demo-swin benchmarks clean
+.PHONY: install test test-oldest lint docs demo demo-seg demo-video demo-det demo-swin benchmarks clean
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ test-oldest:
 lint: install
 	$(PY) -m flake8 .
 
+# The documentation site (mkdocs.yml, docs/en) in strict mode: a broken
+# internal link or anchor, or a page missing from the nav, fails it. The
+# site goes to $(VENV)/site (not committed).
+docs: install
+	@$(PIP) install -c $(CONSTRAINTS) -r requirements/docs.txt >> $(INSTALL_LOG) 2>&1 || { tail -30 $(INSTALL_LOG); exit 1; }
+	$(PY) -m mkdocs build --strict --site-dir $(VENV)/site
+
 # The main job: generate data, pre-train the small demo ViT (it stands in for
 # a downloaded checkpoint), adapt it frozen with DyT, evaluate.
 demo: demo-seg
@@ -59,7 +66,7 @@ demo-det: install
 demo-swin: install
 	@$(PY) tools/demo/run_demo.py seg-swin
 
-# Every command behind BENCHMARKS.md, in one run (about 90 minutes on 2 cores).
+# Every command behind docs/en/benchmarks/, in one run (about 90 minutes on 2 cores).
 benchmarks: install
 	@bash tools/analysis_tools/run_benchmarks.sh
 

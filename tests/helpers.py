@@ -21,7 +21,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: tests import the tools' modules as the tools do.
 TOOL_DIRS = [osp.join(REPO_ROOT, 'tools')] + [
     osp.join(REPO_ROOT, 'tools', sub)
-    for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment')
+    for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment',
+                'misc')
 ]
 
 #: A small custom ViT arch that runs in milliseconds.
