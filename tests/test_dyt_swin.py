@@ -113,7 +113,7 @@ def test_swin_b_table_17_flops_and_trainable_parameters():
     rate_half = dyt_vit_flops(model, (224, 224), [0.5] * 24).total
     assert all_tokens - rate_half == pytest.approx(0.5 * (ffn + norms),
                                                    rel=1e-9)
-    assert round(rate_half / 1e9, 2) == 10.93  # BENCHMARKS.md 1.5
+    assert round(rate_half / 1e9, 2) == 10.93  # docs/en/benchmarks/flops.md
 
 
 def test_unsupported_dispatch_is_refused():

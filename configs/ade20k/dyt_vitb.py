@@ -1,5 +1,5 @@
 # DyT ViT-B/16 + UperNet on ADE20K, 512x512, 160k iterations at batch 16
-# (8 GPUs x 2): the paper's recipe (docs/method.md#training-recipes; the
+# (8 GPUs x 2): the paper's recipe (docs/en/advanced_guides/method.md#training-recipes; the
 # paper's Table 10: 46.90 mIoU), target activation rate 0.5, no
 # distillation.
 #   bash tools/dist_train.sh configs/ade20k/dyt_vitb.py 8

@@ -1,5 +1,5 @@
 # DyT ViT-B/16 on Kinetics-400, 8 frames x 224^2, sampling rate 16: the paper's
-# recipe (docs/method.md#training-recipes; the paper's Table 6: 75.28 top-1,
+# recipe (docs/en/advanced_guides/method.md#training-recipes; the paper's Table 6: 75.28 top-1,
 # 108.31 GFLOPs per view): target activation rate 0.5, complete-model
 # distillation on, 12 epochs at batch 128 (8 GPUs x 16), test 1 spatial x 3
 # temporal views.

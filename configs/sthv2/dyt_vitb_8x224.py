@@ -1,5 +1,5 @@
 # DyT ViT-B/16 on Something-Something V2, 8 frames x 224^2 sampled TSN-style:
-# the paper's recipe (docs/method.md#training-recipes; the paper's Table 6:
+# the paper's recipe (docs/en/advanced_guides/method.md#training-recipes; the paper's Table 6:
 # 45.43 top-1): target activation rate 0.5, complete-model distillation on, 50
 # epochs at batch 128 (8 GPUs x 16), RandAugment, no flip, test 3 spatial x 1
 # temporal views.

@@ -44,7 +44,7 @@ class TokenDispatcher(BaseModule):
     """Scores tokens with a linear layer and decides which ones are active.
 
     Training samples a hard mask with the Gumbel-sigmoid and passes gradients
-    straight through its soft relaxation (docs/method.md)::
+    straight through its soft relaxation (docs/en/advanced_guides/method.md)::
 
         s      = x W + b
         m_soft = sigmoid((s + g1 - g2) / tau),  g1, g2 ~ Gumbel(0, 1)

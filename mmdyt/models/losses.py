@@ -50,7 +50,7 @@ def distill_loss(student: Tensor, teacher: Tensor, dim: int = 1) -> Tensor:
 
 @suggest_unknown_arguments
 class DyTLoss(BaseModule):
-    """The losses DyT adds to a task loss (docs/method.md).
+    """The losses DyT adds to a task loss (docs/en/advanced_guides/method.md).
 
     ``L = L_task + c * L_task_complete + d * L_distill + w * L_rate``: the
     rate loss pulls the mean activation rate of the dynamic forward to

@@ -5,9 +5,9 @@ A plain float32 matmul on the CPU (MKL's ``sgemm``, behind ``F.linear``)
 reorders the weight into its blocked layout on every call. With few rows
 (a batch of one image, or the half of its tokens that DyT sends through an
 MLP) that reorder is a large share of the call. On a CPU where MKL does not
-use its AVX-512 kernels but oneDNN does (the AMD EPYC of BENCHMARKS.md),
-oneDNN's kernel is also the faster one at any number of rows. oneDNN can
-take a weight reordered once
+use its AVX-512 kernels but oneDNN does (the AMD EPYC of
+docs/en/benchmarks/speed.md), oneDNN's kernel is also the faster one at
+any number of rows. oneDNN can take a weight reordered once
 (``torch.ops.mkldnn._reorder_linear_weight``) and multiply any number of
 rows by it. ``torch.compile`` with inductor's freezing does the same for
 the matmuls it compiles; :class:`PrepackedLinear` brings it to eager
@@ -54,8 +54,8 @@ class PrepackedLinear(nn.Linear):
         max_rows (int, optional): Use the pre-packed weight for inputs of
             at most this many rows (all dimensions but the last) only.
             Defaults to None: at any number of rows (on the AMD CPU of
-            BENCHMARKS.md, section 3.7, packing makes ViT-B 1.8-2.4x
-            faster at batches 1 to 32).
+            docs/en/benchmarks/speed.md, section 3.7, packing makes ViT-B
+            1.8-2.4x faster at batches 1 to 32).
         device (torch.device, optional): Device of the parameters.
             Defaults to None.
         dtype (torch.dtype, optional): dtype of the parameters.

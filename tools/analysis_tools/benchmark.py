@@ -4,8 +4,9 @@ In one process, with the same (random) pre-trained weights and the same
 inputs, times the dense timm ViT, the adapter-only DyTViT and DyT's gathered
 evaluation path, and compares DyT's measured speedup with the FLOPs bound at
 the measured activation rate. See benchmark_models.py beside this file for
-the models and the method, and BENCHMARKS.md for results. On a machine whose
-cores other jobs share, use ``--threads 1``: several OpenMP threads competing
+the models and the method, and docs/en/benchmarks/ for results. On a
+machine whose cores other jobs share, use ``--threads 1``: several OpenMP
+threads competing
 with other processes make wall times swing by tens of percent.
 
 Examples::
@@ -188,7 +189,8 @@ def resolve_setting(args: argparse.Namespace) -> dict:
 
 def cpu_model() -> str:
     """The CPU's model name: speed ratios depend on it (which kernels a
-    library picks differs between Intel and AMD CPUs, BENCHMARKS.md)."""
+    library picks differs between Intel and AMD CPUs,
+    docs/en/benchmarks/speed.md)."""
     try:
         with open('/proc/cpuinfo') as file:
             for line in file:

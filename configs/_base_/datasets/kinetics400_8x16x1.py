@@ -1,5 +1,5 @@
 # Kinetics-400 as the paper trains on it (settings from ST-Adapter; see
-# docs/method.md#training-recipes): 8 frames with sampling rate 16, short-side
+# docs/en/advanced_guides/method.md#training-recipes): 8 frames with sampling rate 16, short-side
 # jitter 224-256, 224 crop, horizontal flip, no RandAugment; test 1 spatial x 3
 # temporal views. mmaction2's layout: data/kinetics400/videos_{train,val} and
 # kinetics400_{train,val}_list_videos.txt ("path label" lines). Without decord,

@@ -1,5 +1,5 @@
 # Something-Something V2 as the paper trains on it (settings from ST-Adapter;
-# see docs/method.md#training-recipes): 8 frames sampled TSN-style (one per
+# see docs/en/advanced_guides/method.md#training-recipes): 8 frames sampled TSN-style (one per
 # eighth of the video), RandomResizedCrop (area 0.08-1), no flip (labels such
 # as "left to right" would change), RandAugment; test 3 spatial x 1 temporal
 # views.

@@ -1,4 +1,4 @@
-# DyT ViT-B/16 for video recognition (docs/method.md#video-recognition): the
+# DyT ViT-B/16 for video recognition (docs/en/advanced_guides/method.md#video-recognition): the
 # frozen IN-21K ViT runs on every frame of an 8-frame clip (frames folded into
 # the batch, each with its own cls token, no temporal embedding); after the
 # final norm a learned query pools the tokens of all frames (AttentivePoolHead)

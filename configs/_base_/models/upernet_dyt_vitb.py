@@ -1,6 +1,6 @@
 # DyT ViT-B/16 + simple FPN (mmseg's Feature2Pyramid, as in its BEiT/MAE
 # configs) + UperNet (channels 768) + FCN auxiliary head: the paper's
-# segmentation model (docs/method.md#semantic-segmentation), as the authors'
+# segmentation model (docs/en/advanced_guides/method.md#semantic-segmentation), as the authors'
 # public release builds it:
 # - a BEiT-style relative position bias in every block (use_rel_pos_bias:
 #   zero at init, trainable, 12 x (63^2 + 3) x 12 = 572k parameters; the

@@ -1,7 +1,7 @@
-# The paper's segmentation optimisation (docs/method.md#training-recipes):
+# The paper's segmentation optimisation (docs/en/advanced_guides/method.md#training-recipes):
 # AdamW lr 1e-3, wd 0.05, 1500-iteration linear warm-up then poly (power 1)
 # decay. (The paper says cosine; the authors' public release uses poly.
-# We follow the release: docs/method.md, "Choices mmdyt makes where the paper
+# We follow the release: docs/en/advanced_guides/method.md, "Choices mmdyt makes where the paper
 # is silent".)
 # Mixed precision: mmdyt trains with AMP (AmpOptimWrapper, float16 with
 # loss scaling on GPUs), as the paper says its experiments run. The authors'

@@ -1,4 +1,4 @@
-# The paper's video optimisation (docs/method.md#training-recipes): AdamW,
+# The paper's video optimisation (docs/en/advanced_guides/method.md#training-recipes): AdamW,
 # base lr 1e-3 scaled to 1e-3 x 128 / 256 = 5e-4 at batch 128 (8 GPUs x 16),
 # weight decay 0.01, 2 warm-up epochs then half-cosine decay, AMP, no
 # gradient clipping; 12 epochs (Kinetics-400). Weight decay applies to every

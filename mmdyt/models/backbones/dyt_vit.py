@@ -167,7 +167,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             attention and MLP projections for oneDNN
             (:class:`~mmdyt.models.prepacked_linear.PrepackedLinear`):
             faster CPU float32 inference where a matmul has up to 512
-            tokens (one 224 x 224 image; BENCHMARKS.md, section 3). It
+            tokens (one 224 x 224 image; docs/en/benchmarks/speed.md). It
             costs one more copy of those weights in memory, and results
             differ from the plain kernel's by float32 rounding. Training,
             other devices and ``torch.compile`` run as without it; state

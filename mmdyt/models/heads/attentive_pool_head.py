@@ -18,7 +18,7 @@ from mmdyt.utils.torch_compat import backward_safe_attention
 class AttentivePoolHead(BaseHead):
     """Classification head pooling a clip's tokens with one learned query.
 
-    DyT's video head (docs/method.md, "Video"): the tokens of all frames, cls
+    DyT's video head (docs/en/advanced_guides/method.md, "Video"): the tokens of all frames, cls
     tokens included, ``(N, T, L, C) -> (N, T*L, C)``, are pooled by a
     zero-initialised query token through one cross-attention block (the
     ``AttentiveBlock`` of the authors' code: separate LayerNorms for the
