@@ -1,4 +1,4 @@
-"""Install mmdyt: ``pip install -e .`` (see the README for mmcv)."""
+"""Install mmdyt: ``pip install -e .`` (mmcv: docs/en/get_started.md)."""
 import os.path as osp
 
 from setuptools import find_packages, setup

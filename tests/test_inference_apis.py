@@ -120,9 +120,10 @@ def test_mmaction2_inferencer(tmp_path):
 
 def test_mmseg_inferencer_under_bfloat16_autocast(tmp_path):
     """The inferencer runs DyT in bfloat16 when the call is wrapped in
-    torch.autocast (what README's mixed-precision section shows): the MLPs
-    compute in bfloat16, the dispatcher scores in float32, and predictions
-    and rate stay close to float32's."""
+    torch.autocast (what the mixed-precision section of
+    docs/en/user_guides/train_test.md shows): the MLPs compute in bfloat16,
+    the dispatcher scores in float32, and predictions and rate stay close to
+    float32's."""
     from mmseg.apis import MMSegInferencer
     torch.manual_seed(0)
     inferencer = MMSegInferencer(model=seg_config('demo/seg_demo.py'),

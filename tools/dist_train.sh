@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training on one node: bash tools/dist_train.sh CONFIG GPUS [ARGS]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
-# Without GPUs GPUS is the number of processes; they use gloo (see README).
+# Without GPUs GPUS is the number of processes; they use gloo (see docs/en/user_guides/train_test.md).
 set -euo pipefail
 CONFIG=$1
 GPUS=$2

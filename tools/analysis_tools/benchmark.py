@@ -6,8 +6,8 @@ evaluation path, and compares DyT's measured speedup with the FLOPs bound at
 the measured activation rate. See benchmark_models.py beside this file for
 the models and the method, and docs/en/benchmarks/ for results. On a
 machine whose cores other jobs share, use ``--threads 1``: several OpenMP
-threads competing
-with other processes make wall times swing by tens of percent.
+threads competing with other processes make wall times swing by tens of
+percent.
 
 Examples::
 
