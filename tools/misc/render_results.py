@@ -100,7 +100,6 @@ def _ci(results: dict) -> List[str]:
     rows = [[f"`{timings[key]['command']}`", timings[key]['measured'],
              f"{timings[key]['machine']}, `{timings[key]['commit']}`"]
             for key in ('make_demo', 'make_test', 'ci')]
-    rows.append(['of which the newest stack', timings['ci']['newest'], ''])
     rows.append(['of which the oldest stack (`make test-oldest`)',
                  timings['ci']['oldest'], ''])
     return _table(['command', 'measured', 'machine, commit'],
