@@ -19,6 +19,7 @@ Example:
 """
 import argparse
 import glob
+import json
 import os.path as osp
 import re
 import sys
@@ -35,10 +36,13 @@ SOURCE = ('Source: `benchmarks/results.yml`, which names each figure\'s '
           'command, machine and commit.')
 
 
-def _table(header: List[str], rows: List[List[str]]) -> List[str]:
-    """A markdown table; columns after the first are left-aligned text."""
+def _table(header: List[str], rows: List[List[str]],
+           numeric: bool = False) -> List[str]:
+    """A markdown table; with ``numeric``, the columns after the first are
+    right-aligned."""
+    rule = '---:|' if numeric else '---|'
     lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '---|' * len(header)]
+             '|---|' + rule * (len(header) - 1)]
     lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
     return lines
 
@@ -130,15 +134,41 @@ def _whole_models(results: dict) -> List[str]:
         f"`{entry['commit']}`). {SOURCE}"]
 
 
+def _parameters(results: dict, root: str) -> List[str]:
+    entry = results['parameters']
+    rows = []
+    for row in entry['rows']:
+        with open(osp.join(root, 'benchmarks', row['json']),
+                  encoding='utf-8') as f:
+            params = json.load(f)['params']
+        (model, model_trainable), (backbone, backbone_trainable) = (
+            params['model'], params['backbone'])
+        trainable = f'{backbone_trainable / 1e6:.3f}M'
+        rows.append([
+            row['label'], f'{model / 1e6:.2f}M',
+            f'{model_trainable / 1e6:.2f}M', f'{backbone / 1e6:.2f}M',
+            f'**{trainable}**' if row['dyt'] else trainable])
+    return _table(['model (config)', 'model: total', 'model: trainable',
+                   'backbone: total', 'backbone: trainable'], rows,
+                  numeric=True) + [
+        '',
+        f"Each row is the `params` of `benchmarks/<json>`, written by "
+        f"`{entry['command']}`; `benchmarks/results.yml` names the file of "
+        "each row."]
+
+
 #: The blocks a page can show, by marker name.
-RENDERERS: Dict[str, Callable[[dict], List[str]]] = {
+RENDERERS: Dict[str, Callable[..., List[str]]] = {
     'quickstart': _quickstart,
     'demos': _demos,
     'learning': _learning,
     'ci': _ci,
     'threshold': _threshold,
     'whole-models': _whole_models,
+    'parameters': _parameters,
 }
+#: The blocks that also read the JSON files under ``benchmarks/``.
+READS_FILES = {'parameters'}
 
 
 def load_results(root: str = REPO_ROOT) -> dict:
@@ -157,8 +187,9 @@ def pages(root: str = REPO_ROOT) -> List[str]:
     return [p for p in found if osp.isfile(osp.join(root, p))]
 
 
-def render_text(text: str, results: dict) -> str:
-    """``text`` with every result block rendered from ``results``.
+def render_text(text: str, results: dict, root: str = REPO_ROOT) -> str:
+    """``text`` with every result block rendered from ``results`` (and,
+    for some blocks, the JSON files under ``root``'s ``benchmarks/``).
 
     Raises:
         KeyError: A marker names a block that has no renderer.
@@ -169,7 +200,11 @@ def render_text(text: str, results: dict) -> str:
         if name not in RENDERERS:
             raise KeyError(f'unknown results block {name!r}; known: '
                            f'{sorted(RENDERERS)}')
-        body = '\n'.join(RENDERERS[name](results)) + '\n'
+        if name in READS_FILES:
+            lines = RENDERERS[name](results, root)
+        else:
+            lines = RENDERERS[name](results)
+        body = '\n'.join(lines) + '\n'
         return match.group(1) + body + match.group(4)
 
     return BLOCK.sub(fill, text)
@@ -182,7 +217,7 @@ def check(root: str = REPO_ROOT) -> List[str]:
     for page in pages(root):
         with open(osp.join(root, page), encoding='utf-8') as f:
             text = f.read()
-        if render_text(text, results) != text:
+        if render_text(text, results, root) != text:
             stale.append(page)
     return stale
 
@@ -195,7 +230,7 @@ def render(root: str = REPO_ROOT) -> List[str]:
         path = osp.join(root, page)
         with open(path, encoding='utf-8') as f:
             text = f.read()
-        new = render_text(text, results)
+        new = render_text(text, results, root)
         if new != text:
             with open(path, 'w', encoding='utf-8') as f:
                 f.write(new)
