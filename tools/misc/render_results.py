@@ -157,6 +157,39 @@ def _parameters(results: dict, root: str) -> List[str]:
         "each row."]
 
 
+def _flops_table(results: dict, root: str, name: str) -> List[str]:
+    """A recipe family's FLOPs by part (``flops_tables.<name>``)."""
+    spec = results['flops_tables'][name]
+    cache = {}
+
+    def gflops(column, part):
+        if column['json'] not in cache:
+            with open(osp.join(root, 'benchmarks', column['json']),
+                      encoding='utf-8') as f:
+                cache[column['json']] = json.load(f)['gflops']
+        return cache[column['json']][part][column['key']]
+
+    columns = spec['columns']
+    rows = []
+    for row in spec['rows']:
+        bold = row.get('bold', False)
+        cells = [f"**{row['title']}**" if bold else row['title']]
+        for column in columns:
+            value = gflops(column, row['part'])
+            cell = f'{value:.2f}'
+            if bold and column.get('bold'):
+                cell = f'**{cell}**'
+            if row.get('saving') and 'saving_vs' in column:
+                base = gflops(columns[column['saving_vs']], row['part'])
+                cell += f' (−{100 * (1 - value / base):.1f}%)'
+            cells.append(cell)
+        rows.append(cells)
+    files = sorted({f"`benchmarks/{c['json']}`" for c in columns})
+    return _table(['part'] + [c['title'] for c in columns], rows,
+                  numeric=True) + [
+        '', 'GFLOPs per sample, from ' + ', '.join(files) + '.']
+
+
 #: The blocks a page can show, by marker name.
 RENDERERS: Dict[str, Callable[..., List[str]]] = {
     'quickstart': _quickstart,
@@ -197,6 +230,9 @@ def render_text(text: str, results: dict, root: str = REPO_ROOT) -> str:
 
     def fill(match):
         name = match.group('name')
+        if name.startswith('flops-'):
+            body = '\n'.join(_flops_table(results, root, name[6:])) + '\n'
+            return match.group(1) + body + match.group(4)
         if name not in RENDERERS:
             raise KeyError(f'unknown results block {name!r}; known: '
                            f'{sorted(RENDERERS)}')
