@@ -190,6 +190,39 @@ def _flops_table(results: dict, root: str, name: str) -> List[str]:
         '', 'GFLOPs per sample, from ' + ', '.join(files) + '.']
 
 
+def _flops_recipes(results: dict, root: str) -> List[str]:
+    """One row per recipe (``flops_recipes``): backbone and whole model."""
+
+    def gflops(name):
+        with open(osp.join(root, 'benchmarks', name), encoding='utf-8') as f:
+            return json.load(f)['gflops']
+
+    rows = []
+    files = []
+    for row in results['flops_recipes']:
+        dyt = gflops(row['json'])
+        files.append(row['json'])
+        adapter = '–'
+        saving = ''
+        if row.get('adapter_json'):
+            files.append(row['adapter_json'])
+            complete = gflops(row['adapter_json'])['backbone']['complete']
+            adapter = f'{complete:.2f}'
+            ratio = dyt['backbone']['dyt'] / complete
+            saving = f' (−{100 * (1 - ratio):.1f}%)'
+        whole = dyt[row['whole']]
+        rows.append([
+            row['title'], row['input'], f"{dyt['backbone']['dense']:.2f}",
+            adapter, f"{dyt['backbone']['dyt']:.2f}{saving}",
+            f"{whole['dense']:.2f} → {whole['dyt']:.2f}"])
+    lines = _table(['recipe', 'input', 'backbone: dense', 'adapter-only',
+                    'DyT @ r = 0.5',
+                    'whole model (inference): dense → DyT'], rows,
+                   numeric=True)
+    return lines + ['', 'GFLOPs per sample, from ' + ', '.join(
+        f'`benchmarks/{name}`' for name in files) + '.']
+
+
 #: The blocks a page can show, by marker name.
 RENDERERS: Dict[str, Callable[..., List[str]]] = {
     'quickstart': _quickstart,
@@ -199,9 +232,10 @@ RENDERERS: Dict[str, Callable[..., List[str]]] = {
     'threshold': _threshold,
     'whole-models': _whole_models,
     'parameters': _parameters,
+    'flops-recipes': _flops_recipes,
 }
 #: The blocks that also read the JSON files under ``benchmarks/``.
-READS_FILES = {'parameters'}
+READS_FILES = {'parameters', 'flops-recipes'}
 
 
 def load_results(root: str = REPO_ROOT) -> dict:
@@ -230,7 +264,7 @@ def render_text(text: str, results: dict, root: str = REPO_ROOT) -> str:
 
     def fill(match):
         name = match.group('name')
-        if name.startswith('flops-'):
+        if name.startswith('flops-') and name not in RENDERERS:
             body = '\n'.join(_flops_table(results, root, name[6:])) + '\n'
             return match.group(1) + body + match.group(4)
         if name not in RENDERERS:
