@@ -31,7 +31,8 @@ def _added(residual: Tensor, update: Tensor, inplace: bool) -> Tensor:
 @register('MODELS')
 @suggest_unknown_arguments
 class Adapter(BaseModule):
-    """AdaptFormer-style bottleneck adapter (docs/en/advanced_guides/method.md).
+    """AdaptFormer-style bottleneck adapter
+    (docs/en/advanced_guides/method.md).
 
     ``Adapter(x) = scale * (W_up Dropout(ReLU(W_down x + b_down)) + b_up)``.
     ``W_down`` is kaiming-uniform initialised, ``W_up`` and both biases are
@@ -115,7 +116,8 @@ class Adapter(BaseModule):
 @register('MODELS')
 @suggest_unknown_arguments
 class MoEAdapter(BaseModule):
-    """Mixture-of-experts adapter, the paper's DyT-dagger (docs/en/advanced_guides/method.md).
+    """Mixture-of-experts adapter, the paper's DyT-dagger
+    (docs/en/advanced_guides/method.md).
 
     ``num_experts`` adapters share the work through a router ``Linear(C, N)``
     fed the mean of the input tokens: one softmax-normalised routing vector

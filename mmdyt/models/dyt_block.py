@@ -33,7 +33,8 @@ DISPATCH_SITES = {
     None: (),
 }
 
-#: Values of ``dispatch``: where the token mask acts (docs/en/advanced_guides/method.md).
+#: Values of ``dispatch``: where the token mask acts
+#: (docs/en/advanced_guides/method.md).
 DISPATCH_MODES = tuple(DISPATCH_SITES)
 
 #: Every site a block can have, in mask order.

@@ -1,8 +1,8 @@
 """Gathered (sparse) evaluation of a block's sub-layers on active tokens only.
 
-These are the inference kernels of DyT (docs/en/advanced_guides/method.md, "Efficient inference"):
-skipped tokens cost nothing. They equal the masked formulation used in
-training to float tolerance.
+These are the inference kernels of DyT (docs/en/advanced_guides/method.md,
+"Efficient inference"): skipped tokens cost nothing. They equal the masked
+formulation used in training to float tolerance.
 """
 from typing import Callable, Optional
 
@@ -60,7 +60,8 @@ def query_subset_attention(attn: Attention,
     """Self-attention outputs for the active tokens of ``x`` only.
 
     Queries come from the active tokens, keys and values from all tokens
-    (mmdyt's choice for attention dispatch, docs/en/advanced_guides/method.md). Queries are
+    (mmdyt's choice for attention dispatch,
+    docs/en/advanced_guides/method.md). Queries are
     padded to the largest active count in the batch for one batched
     ``scaled_dot_product_attention`` call.
 

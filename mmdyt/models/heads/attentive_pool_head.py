@@ -18,9 +18,10 @@ from mmdyt.utils.torch_compat import backward_safe_attention
 class AttentivePoolHead(BaseHead):
     """Classification head pooling a clip's tokens with one learned query.
 
-    DyT's video head (docs/en/advanced_guides/method.md, "Video"): the tokens of all frames, cls
-    tokens included, ``(N, T, L, C) -> (N, T*L, C)``, are pooled by a
-    zero-initialised query token through one cross-attention block (the
+    DyT's video head (docs/en/advanced_guides/method.md, "Video"): the
+    tokens of all frames, cls tokens included,
+    ``(N, T, L, C) -> (N, T*L, C)``, are pooled by a zero-initialised query
+    token through one cross-attention block (the
     ``AttentiveBlock`` of the authors' code: separate LayerNorms for the
     query, keys and values, multi-head attention, biases on the query and
     value projections but not the key's, an output projection, no residual),
