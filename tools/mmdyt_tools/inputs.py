@@ -1,4 +1,4 @@
-"""A trained DyT model and its inputs, for the analysis tools.
+"""A trained DyT model and its inputs, for the tools.
 
 The model comes from the libraries' own inference APIs
 (``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``,
@@ -58,6 +58,11 @@ def init_task_model(cfg: Config,
         model = init_model(cfg, checkpoint, device=device)
     return revert_sync_batchnorm(model).eval()
 
+
+#: Frames per clip of a video model whose config names no ``clip_len``
+#: (the tools' ``--num-frames`` default): the 8-frame clips of the paper's
+#: Kinetics-400 recipes.
+DEFAULT_NUM_FRAMES = 8
 
 #: File extensions read as videos.
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v')
