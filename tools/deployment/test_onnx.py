@@ -3,8 +3,8 @@
 The runtime (ONNX Runtime or OpenVINO) runs the network; the config's test
 pipeline, data preprocessor, sliding window and post-processing and its
 ``test_evaluator`` (mmseg's ``IoUMetric``, mmaction2's accuracy) are the
-libraries' own (``mmdyt_tools.deploy.onnx_task``). With ``--checkpoint`` the PyTorch model
-is evaluated too and both are printed. Examples::
+libraries' own (``mmdyt_tools.deploy.onnx_task``). With ``--checkpoint``
+the PyTorch model is evaluated too and both are printed. Examples::
 
     python tools/deployment/test_onnx.py work_dirs/seg_demo/dyt.onnx
     python tools/deployment/test_onnx.py work_dirs/seg_demo/dyt.onnx \\
