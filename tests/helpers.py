@@ -25,7 +25,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: ``mmdyt_tools`` as an installed package.
 TOOL_DIRS = [osp.join(REPO_ROOT, 'tools')] + [
     osp.join(REPO_ROOT, 'tools', sub)
-    for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment')
+    for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment',
+                'misc')
 ]
 
 #: A small custom ViT arch that runs in milliseconds.

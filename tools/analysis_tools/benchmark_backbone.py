@@ -7,10 +7,10 @@ reference gather, the ideal slice; with ``--compile``, ``--prepack`` and
 ``--bf16`` compiled, pre-packed and bfloat16-autocast peers), and compares
 DyT's measured speedup with the FLOPs bound at the measured activation rate.
 The models and the method are ``mmdyt_tools.benchmark`` (``models.py``,
-``backbone.py``); results are in BENCHMARKS.md. The models and inputs are
-on the CPU; the clock is ``time.perf_counter`` (``--timer wall``) or
-``time.process_time`` (``--timer cpu``). On a machine whose cores other
-jobs share, use ``--threads 1``: several OpenMP threads competing with other
+``backbone.py``); results are in docs/en/benchmarks/. The models and inputs
+are on the CPU; the clock is ``time.perf_counter`` (``--timer wall``) or
+``time.process_time`` (``--timer cpu``). On a machine whose cores other jobs
+share, use ``--threads 1``: several OpenMP threads competing with other
 processes make wall times swing by tens of percent.
 
 For a config's whole model see ``benchmark_model_forward.py``; for its

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every command behind BENCHMARKS.md, in one run: FLOPs of the recipes, then
+# Every command behind docs/en/benchmarks/, in one run: FLOPs of the recipes, then
 # speed (backbones, whole models, pre-packed peers), one command at a time
 # (a benchmark beside another job measures the contention). JSON into
 # benchmarks/, each command's output into work_dirs/benchmarks/<name>.log.
@@ -88,7 +88,7 @@ whole whole_kinetics400 --config configs/kinetics400/dyt_vitb_8x224.py \
 whole whole_coco_mask_rcnn --config configs/coco/dyt_vitb_mask-rcnn_1x.py \
     --rate 0.5 --batch 1 --threads 2 --warmup 1 --repeats 5
 # 4. Pre-packed weights at every batch size: the dense ViT and DyT with and
-# without them (BENCHMARKS.md 3.7; on their own: ONLY=speed_prepack)
+# without them (docs/en/benchmarks/speed.md 3.7; on their own: ONLY=speed_prepack)
 speed prepack_vit_b_224 --preset vit-b-224 --batch 1 8 32 --rate 0.5 \
     --threads 1 2 --warmup 1 --repeats 10 --prepack
 speed prepack_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 \
@@ -109,7 +109,7 @@ e2e e2e_ade20k_upernet --config configs/ade20k/dyt_vitb.py \
 run profile_vit_b_224 tools/analysis_tools/profile_ops.py --preset vit-b-224 \
     --batch 1 8 --threads 1 2
 # 6. Deployment: DyT, adapter-only and dense exported to ONNX, in PyTorch
-# eager, ONNX Runtime and OpenVINO (BENCHMARKS.md 3.10; about 7 minutes)
+# eager, ONNX Runtime and OpenVINO (docs/en/benchmarks/deployment.md; about 7 minutes)
 run deploy_vit_b_224 tools/deployment/benchmark_runtimes.py --preset vit-b-224 \
     --batch 1 8 --repeats 10
 run deploy_segmenter_512 tools/deployment/benchmark_runtimes.py \

@@ -1,6 +1,6 @@
 """Facts about the machine a benchmark ran on, recorded with its rows: speed
 ratios depend on the CPU (which kernels a library picks differs between
-Intel and AMD CPUs, BENCHMARKS.md) and on its bfloat16 units."""
+Intel and AMD CPUs, docs/en/benchmarks/speed.md) and on its bfloat16 units."""
 import platform
 
 
