@@ -72,7 +72,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         nargs='+',
         help="batch sizes to run (default: the preset's)")
-    add_timing_args(parser)
+    add_timing_args(parser, rate_default='the random dispatchers, ~0.5')
     parser.add_argument(
         '--compile',
         action='store_true',

@@ -38,7 +38,8 @@ from mmdyt_tools.inputs import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument(
         '--config',
         required=True,
@@ -50,7 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="input height = width (default: the backbone's img_size)")
     parser.add_argument(
         '--batch', type=int, nargs='+', help='batch sizes (default: 1)')
-    add_timing_args(parser)
+    add_timing_args(parser, rate_default='0.5')
     args = parser.parse_args(argv)
     check_timing_args(parser, args)
     return args

@@ -9,15 +9,20 @@ import torch
 from mmdyt_tools.benchmark.machine import cpu_bf16, cpu_model
 
 
-def add_timing_args(parser: argparse.ArgumentParser) -> None:
+def add_timing_args(parser: argparse.ArgumentParser,
+                    rate_default: str) -> None:
     """``--rate``, ``--threads``, ``--warmup``, ``--repeats``, ``--timer``,
-    ``--seed`` and ``--json``: the options every benchmark CLI has."""
+    ``--seed`` and ``--json``: the options every benchmark CLI has.
+
+    Args:
+        parser (argparse.ArgumentParser): The CLI's parser.
+        rate_default (str): What ``--rate`` defaults to, for its help.
+    """
     parser.add_argument(
         '--rate',
         type=float,
         help='target activation rate in [0, 1], set by shifting the '
-        'dispatcher biases (default: the random dispatchers, ~0.5, for '
-        'backbones; 0.5 for whole models)')
+        f'dispatcher biases (default: {rate_default})')
     parser.add_argument(
         '--threads',
         type=int,
