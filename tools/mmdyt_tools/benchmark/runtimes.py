@@ -70,7 +70,9 @@ def whole_twins(config: str, shape: Optional[Sequence[int]]):
     twins = {name: TensorModel(getattr(models, name), models.task).eval()
              for name in TWINS}
     backbone = find_dyt_backbone(models.dyt)
-    size = tuple(shape) if shape else (backbone.img_size, ) * 2
+    img_size = backbone.img_size  # an int, or (H, W) as the demo configs
+    size = tuple(shape) if shape else (
+        (img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
     return twins, backbone, size, models.num_frames
 
 
