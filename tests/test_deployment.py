@@ -1,7 +1,8 @@
 """Deployment: DyT models exported to ONNX with real token skipping
 (tools/deployment/pytorch2onnx.py), run by ONNX Runtime and OpenVINO, and
 evaluated and used through the libraries' own pre- and post-processing
-(test_onnx.py, onnx_infer.py)."""
+(test_onnx.py, onnx_infer.py); their speed beside PyTorch's
+(benchmark_runtimes.py)."""
 import os.path as osp
 
 import mmcv
@@ -10,12 +11,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import (cfg_options, config_path, make_video,
+from helpers import (cfg_options, config_path, load_tool, make_video,
                      requires_torch_for, save_model, seg_demo_env,
                      write_seg_config, write_video_config)
-from mmdyt_tools.twins import randomize_adapters
-
 from mmdyt.utils.torch_compat import ONNX_DYNAMIC_BATCH, ONNX_EXPORT
+from mmdyt_tools.twins import randomize_adapters
 
 pytestmark = requires_torch_for(ONNX_EXPORT)
 
@@ -269,3 +269,28 @@ def test_swin_export_skips_tokens_in_both_runtimes(tmp_path):
     assert logits.shape == (1, 5, 25, 33)  # UPerHead at stride 4
     assert rates.shape == (1, 2) and 0 < rates.mean() < 1
     assert graph_op_counts(path)['NonZero'] == 2
+
+
+def test_benchmark_runtimes_on_a_tiny_segmentor(tmp_path):
+    """benchmark_runtimes.py --config: the three twins exported, checked
+    and timed in PyTorch, ONNX Runtime and OpenVINO (no timing
+    assertions)."""
+    config = write_seg_config(str(tmp_path))
+    out = str(tmp_path / 'runtimes.json')
+    threads = torch.get_num_threads()
+    try:
+        (row, ) = load_tool('deployment/benchmark_runtimes.py').main([
+            '--config', config, '--batch', '2', '--warmup', '0',
+            '--repeats', '2', '--threads', '1', '--export-dir',
+            str(tmp_path / 'onnx'), '--json', out])
+    finally:
+        torch.set_num_threads(threads)
+    assert row['setting'] == 'tiny_seg-64x64' and row['batch'] == 2
+    assert row['rate'] == pytest.approx(0.5, abs=0.05)
+    for runtime in ('torch', 'ort', 'openvino'):
+        for twin in ('dense', 'adapter', 'dyt'):
+            assert row[f'{runtime}_{twin}_ms'] > 0
+        low, high = row[f'{runtime}_speedup_ci']
+        assert low <= row[f'{runtime}_speedup'] <= high
+    assert max(row['output_errors'].values()) <= 1e-3
+    assert row['cpu']
