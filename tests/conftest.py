@@ -1,8 +1,9 @@
 """Shared fixtures; the helpers themselves are in ``helpers.py``.
 
 Importing mmdyt first applies its compat fixes. The tool folders go on
-``sys.path`` so that the tests import the tools' modules the way the tools
-import each other.
+``sys.path`` (``helpers.TOOL_DIRS``) so that the tests import the tools'
+scripts, and ``mmdyt_tools`` from ``tools/`` even where the environment was
+installed before that package existed.
 """
 import sys
 

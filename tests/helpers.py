@@ -18,7 +18,11 @@ from mmdyt.utils.torch_compat import TORCH_FEATURES, torch_at_least
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: The tool folders; ``conftest`` puts them on ``sys.path`` so that the
-#: tests import the tools' modules as the tools do.
+#: tests import the tools' scripts (``import pytorch2onnx``) and the tools'
+#: library ``mmdyt_tools`` (``tools/mmdyt_tools``, which ``pip install -e .``
+#: installs; from ``tools/`` also in an environment installed before it
+#: existed). Only the tests touch ``sys.path``: the tools import
+#: ``mmdyt_tools`` as an installed package.
 TOOL_DIRS = [osp.join(REPO_ROOT, 'tools')] + [
     osp.join(REPO_ROOT, 'tools', sub)
     for sub in ('analysis_tools', 'model_converters', 'demo', 'deployment',

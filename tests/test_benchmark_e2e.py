@@ -1,4 +1,4 @@
-"""benchmark.py --e2e: the config's whole test step per sample, on tiny
+"""benchmark_test_step.py: the config's whole test step per sample, on tiny
 models (the wiring and the row's arithmetic; no timing assertions)."""
 import json
 
@@ -6,14 +6,14 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from benchmark_e2e import e2e_sample
+from mmdyt_tools.benchmark.test_step import e2e_sample
 from helpers import (config_path, load_tool, shrink_seg_recipe,
                      write_video_config)
 
 
 def run_benchmark(*args):
-    return load_tool('analysis_tools/benchmark.py').main(
-        ['--e2e', '--warmup', '0', '--repeats', '2', '--threads', '1', *args])
+    return load_tool('analysis_tools/benchmark_test_step.py').main(
+        ['--warmup', '0', '--repeats', '2', '--threads', '1', *args])
 
 
 @pytest.fixture(scope='module')
@@ -91,7 +91,7 @@ def test_e2e_recognizer_counts_every_view(tmp_path):
 
 def test_e2e_needs_a_config():
     with pytest.raises(SystemExit):
-        load_tool('analysis_tools/benchmark.py').main(['--e2e'])
+        load_tool('analysis_tools/benchmark_test_step.py').main([])
 
 
 @pytest.mark.parametrize('shapes', [['512'], ['axb'], ['0x16']])

@@ -1,7 +1,8 @@
 """Deployment: DyT models exported to ONNX with real token skipping
 (tools/deployment/pytorch2onnx.py), run by ONNX Runtime and OpenVINO, and
 evaluated and used through the libraries' own pre- and post-processing
-(test_onnx.py, onnx_infer.py)."""
+(test_onnx.py, onnx_infer.py); their speed beside PyTorch's
+(benchmark_runtimes.py)."""
 import os.path as osp
 
 import mmcv
@@ -10,12 +11,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import (cfg_options, config_path, make_video,
+from helpers import (cfg_options, config_path, load_tool, make_video,
                      requires_torch_for, save_model, seg_demo_env,
                      write_seg_config, write_video_config)
-from model_twins import randomize_adapters
-
 from mmdyt.utils.torch_compat import ONNX_DYNAMIC_BATCH, ONNX_EXPORT
+from mmdyt_tools.twins import randomize_adapters
 
 pytestmark = requires_torch_for(ONNX_EXPORT)
 
@@ -31,7 +31,7 @@ def export(config, checkpoint, out, *args, options=None):
 
 def tiny_seg(tmp_path, name='tiny'):
     """A tiny DyT segmentor config and a checkpoint of its random model."""
-    from model_inputs import init_task_model, load_config
+    from mmdyt_tools.inputs import init_task_model, load_config
     config = write_seg_config(str(tmp_path))
     cfg = load_config(config)
     cfg.model.backbone.init_cfg = None
@@ -43,8 +43,8 @@ def tiny_seg(tmp_path, name='tiny'):
 
 
 def torch_outputs(cfg, checkpoint, inputs, variant='dyt', with_rate=False):
-    from model_inputs import init_task_model
-    from onnx_export import TensorModel, task_of, variant_of
+    from mmdyt_tools.inputs import init_task_model
+    from mmdyt_tools.deploy.onnx_export import TensorModel, task_of, variant_of
     cfg = Config(cfg.to_dict())
     cfg.model.backbone.init_cfg = None
     model = variant_of(cfg, init_task_model(cfg, checkpoint), variant)
@@ -54,7 +54,7 @@ def torch_outputs(cfg, checkpoint, inputs, variant='dyt', with_rate=False):
 
 
 def run_both(path, inputs):
-    from onnx_runtime import ExportedModel
+    from mmdyt_tools.deploy.onnx_runtime import ExportedModel
     return {rt: ExportedModel(path, rt)(inputs.numpy()) for rt in RUNTIMES}
 
 
@@ -73,7 +73,7 @@ def assert_runtimes_match(path, cfg, checkpoint, inputs, **kwargs):
 def demo(tmp_path_factory):
     """The segmentation demo's model (random weights) and data, exported
     with its rate output."""
-    from model_inputs import init_task_model
+    from mmdyt_tools.inputs import init_task_model
     root = tmp_path_factory.mktemp('deploy_demo')
     options = seg_demo_env(root, training=1, validation=4)
     cfg = Config.fromfile(config_path('demo/seg_demo.py'))
@@ -89,7 +89,7 @@ def demo(tmp_path_factory):
 
 
 def test_demo_segmentor_export_skips_tokens_in_both_runtimes(demo):
-    from onnx_export import graph_op_counts
+    from mmdyt_tools.deploy.onnx_export import graph_op_counts
     inputs = torch.randn(1, 3, 96, 96)
     logits, rates = assert_runtimes_match(
         demo['onnx'], demo['cfg'], demo['checkpoint'], inputs,
@@ -117,7 +117,7 @@ def test_every_or_no_dispatched_token_active(tmp_path, bias, rate):
 
 @pytest.mark.parametrize('variant', ['adapter', 'dense'])
 def test_twins_export_without_a_gather(tmp_path, variant):
-    from onnx_export import graph_op_counts
+    from mmdyt_tools.deploy.onnx_export import graph_op_counts
     config, cfg, _, checkpoint = tiny_seg(tmp_path)
     path = export(config, checkpoint, str(tmp_path / f'{variant}.onnx'),
                   '--variant', variant)
@@ -138,7 +138,7 @@ def test_rate_output_needs_dispatchers(tmp_path):
 
 
 def test_wrong_input_shape_or_dtype_names_the_expected_shape(demo, tmp_path):
-    from onnx_runtime import ExportedModel
+    from mmdyt_tools.deploy.onnx_runtime import ExportedModel
     for runtime in RUNTIMES:
         model = ExportedModel(demo['onnx'], runtime)
         with pytest.raises(ValueError, match=r'\(1, 3, 96, 96\)'):
@@ -152,7 +152,7 @@ def test_wrong_input_shape_or_dtype_names_the_expected_shape(demo, tmp_path):
 
 @requires_torch_for(ONNX_DYNAMIC_BATCH)
 def test_dynamic_batch_export(tmp_path):
-    from onnx_runtime import ExportedModel
+    from mmdyt_tools.deploy.onnx_runtime import ExportedModel
     config, cfg, _, checkpoint = tiny_seg(tmp_path)
     path = export(config, checkpoint, str(tmp_path / 'dyn.onnx'),
                   '--dynamic-batch')
@@ -196,8 +196,8 @@ def test_onnx_infer_writes_the_predictions(demo, tmp_path):
 def test_recognizer_export_and_video_inference(tmp_path):
     import onnx_infer
     from mmaction.apis import inference_recognizer, init_recognizer
-    from model_inputs import init_task_model, load_config
-    from onnx_export import graph_op_counts
+    from mmdyt_tools.inputs import init_task_model, load_config
+    from mmdyt_tools.deploy.onnx_export import graph_op_counts
     config = write_video_config(str(tmp_path))
     cfg = load_config(config)
     torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_recognizer_export_and_video_inference(tmp_path):
 def test_detector_backbone_and_neck_export(tmp_path, bias):
     """ViTDet has no cls token: with bias -1e4 no token of any block is
     active (an empty gather), which the runtimes must run too."""
-    from model_inputs import init_task_model, load_config
+    from mmdyt_tools.inputs import init_task_model, load_config
     config = config_path('demo/det_demo.py')
     cfg = load_config(config)
     cfg.model.backbone.init_cfg = None
@@ -248,8 +248,8 @@ def test_swin_export_skips_tokens_in_both_runtimes(tmp_path):
     stages of one block, random weights) at an odd size (patches, windows
     and patch merging padded): both runtimes compute PyTorch's logits and
     rates, with a gather per block."""
-    from model_inputs import init_task_model
-    from onnx_export import graph_op_counts
+    from mmdyt_tools.inputs import init_task_model
+    from mmdyt_tools.deploy.onnx_export import graph_op_counts
     cfg = Config.fromfile(config_path('demo/seg_demo_swin.py'))
     cfg.model.backbone.update(depths=(1, 1), num_heads=(1, 2),
                               out_indices=(0, 1), init_cfg=None)
@@ -269,3 +269,28 @@ def test_swin_export_skips_tokens_in_both_runtimes(tmp_path):
     assert logits.shape == (1, 5, 25, 33)  # UPerHead at stride 4
     assert rates.shape == (1, 2) and 0 < rates.mean() < 1
     assert graph_op_counts(path)['NonZero'] == 2
+
+
+def test_benchmark_runtimes_on_a_tiny_segmentor(tmp_path):
+    """benchmark_runtimes.py --config: the three twins exported, checked
+    and timed in PyTorch, ONNX Runtime and OpenVINO (no timing
+    assertions)."""
+    config = write_seg_config(str(tmp_path))
+    out = str(tmp_path / 'runtimes.json')
+    threads = torch.get_num_threads()
+    try:
+        (row, ) = load_tool('deployment/benchmark_runtimes.py').main([
+            '--config', config, '--batch', '2', '--warmup', '0',
+            '--repeats', '2', '--threads', '1', '--export-dir',
+            str(tmp_path / 'onnx'), '--json', out])
+    finally:
+        torch.set_num_threads(threads)
+    assert row['setting'] == 'tiny_seg-64x64' and row['batch'] == 2
+    assert row['rate'] == pytest.approx(0.5, abs=0.05)
+    for runtime in ('torch', 'ort', 'openvino'):
+        for twin in ('dense', 'adapter', 'dyt'):
+            assert row[f'{runtime}_{twin}_ms'] > 0
+        low, high = row[f'{runtime}_speedup_ci']
+        assert low <= row[f'{runtime}_speedup'] <= high
+    assert max(row['output_errors'].values()) <= 1e-3
+    assert row['cpu']

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from helpers import config_path
 from mmdyt.models import DyTSwinTransformer
 from mmdyt.models.flops import dyt_vit_flops
-from model_twins import randomize_adapters
+from mmdyt_tools.twins import randomize_adapters
 
 #: A small Swin: four stages, 2 blocks each, window 7.
 TINY_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
@@ -91,7 +91,7 @@ def test_training_gives_masks_with_gradients_for_the_rate_loss():
 
 
 def test_flops_model_equals_mmengine_counter():
-    from complexity import count_flops  # mmengine's, with mmdyt's ops
+    from mmdyt_tools.flops import count_flops  # mmengine's, with mmdyt's ops
     _, model = swin_pair(dispatch=None)  # every token computed
     x = torch.randn(1, 3, 98, 126)
     assert dyt_vit_flops(model, (98, 126)).total == pytest.approx(
@@ -128,7 +128,7 @@ def test_ade20k_recipe_trains_a_step_with_the_rate_loss():
     from mmengine.optim import OptimWrapper
     from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
-    from model_inputs import init_task_model
+    from mmdyt_tools.inputs import init_task_model
     cfg = Config.fromfile(config_path('ade20k/dyt_swinb_upernet.py'))
     cfg.model.backbone.update(init_cfg=None, **TINY_SWIN)
     cfg.model.decode_head.update(in_channels=[32, 64, 128, 256],
@@ -180,9 +180,10 @@ def test_coco_recipe_trains_a_step_and_predicts_with_rates():
 
 
 def test_benchmark_peers_compute_what_dyt_computes():
-    """benchmark.py --preset swin-b-512's reference gather equals DyT's
-    gathered evaluation; the ideal slice runs DyT's token counts."""
-    from benchmark_swin import SwinIdealSlice, SwinReferenceGather
+    """benchmark_backbone.py --preset swin-b-512's reference gather equals
+    DyT's gathered evaluation; the ideal slice runs DyT's token counts."""
+    from mmdyt_tools.benchmark.swin_peers import (SwinIdealSlice,
+                                                  SwinReferenceGather)
     _, model = swin_pair()
     randomize_adapters(model)
     x = torch.randn(2, 3, 64, 96)

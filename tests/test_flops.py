@@ -6,13 +6,13 @@ import torch
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
-from mmdyt.models import DISPATCH_MODES, DyTViT
-from mmdyt.registry import build_model
-from complexity import count_flops, flops_by_operator
-from mmdyt.models.flops import dyt_vit_flops
-from mmdyt.engine import RateMeter
-from model_flops import measure_rates_on_random, model_flops_report
 from helpers import TINY, register_tiny_video_head
+from mmdyt.engine import RateMeter
+from mmdyt.models import DISPATCH_MODES, DyTViT
+from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.registry import build_model
+from mmdyt_tools.flops import (count_flops, flops_by_operator,
+                               measure_rates_on_random, model_flops_report)
 
 
 @pytest.fixture

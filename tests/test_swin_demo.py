@@ -16,7 +16,7 @@ from mmdyt.models import DyTSwinTransformer
 from mmdyt.models.backbones.vit_weights import (adapter_only_entries,
                                                 is_dyt_param)
 from mmdyt.models.dispatch_record import predict_with_dispatch
-from model_twins import randomize_adapters
+from mmdyt_tools.twins import randomize_adapters
 
 
 @pytest.fixture(scope='module')
@@ -172,8 +172,8 @@ def test_dispatch_masks_of_all_stages_on_the_first_grid(demo_swin):
 def test_visualize_dispatch_draws_the_swin_demo(demo_swin, tmp_path):
     """tools/analysis_tools/visualize_dispatch.py on the Swin demo config:
     a map per block (8) and the count panel, at the image's size."""
-    from dispatch_vis import grid_size
-    from model_inputs import init_task_model
+    from mmdyt_tools.dispatch_plots import grid_size
+    from mmdyt_tools.inputs import init_task_model
     _, cfg, _ = demo_swin
     config = str(tmp_path / 'seg_demo_swin.py')
     cfg.dump(config)

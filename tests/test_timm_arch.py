@@ -8,7 +8,7 @@ import torch
 from mmdyt.models import DyTViT
 from mmdyt.models.backbones.timm_arch import timm_arch_kwargs
 from mmdyt.models.flops import dyt_vit_flops
-from model_twins import randomize_adapters
+from mmdyt_tools.twins import randomize_adapters
 
 
 def dyt_like_timm(tmp_path, name, size):
@@ -84,7 +84,7 @@ def test_registers_and_cls_are_never_skipped():
 
 
 def test_gathered_equals_reference_gather_with_registers():
-    from benchmark_peers import ReferenceGatherDyT
+    from mmdyt_tools.benchmark.peers import ReferenceGatherDyT
     torch.manual_seed(0)
     model = DyTViT(timm_arch='vit_base_patch14_reg4_dinov2', img_size=84,
                    out_type='raw', final_norm=True).eval()

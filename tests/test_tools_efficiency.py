@@ -1,5 +1,6 @@
-"""tools/analysis_tools: get_flops.py, benchmark.py, visualize_dispatch.py
-end to end on tiny models (no timing assertions: timings belong in
+"""tools/analysis_tools: get_flops.py, benchmark_backbone.py,
+benchmark_model_forward.py, visualize_dispatch.py and profile_ops.py end to
+end on tiny models (no timing assertions: timings belong in
 benchmarks)."""
 import json
 import os
@@ -10,16 +11,18 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from benchmark_models import (MODEL_NAMES, build_benchmark_models,
-                              set_activation_rate)
-from dispatch_vis import PLOT_DPI, PLOT_SIZE, grid_size
+from mmdyt_tools.dispatch_plots import PLOT_DPI, PLOT_SIZE, grid_size
 from helpers import (REPO_ROOT, TINY, TINY_12, make_seg_data, make_video,
                      requires_torch_for, save_model, write_seg_config,
                      write_video_config)
 from mmdyt.models import DyTViT
 from mmdyt.models.flops import dyt_vit_flops
 from mmdyt.utils.torch_compat import PROFILER_DTYPES
-from model_inputs import init_task_model
+from mmdyt_tools.benchmark.machine import cpu_model
+from mmdyt_tools.benchmark.model_set import MODEL_NAMES
+from mmdyt_tools.benchmark.models import build_benchmark_models
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.inputs import init_task_model
 
 
 def load_tool(name):
@@ -82,7 +85,7 @@ def test_get_flops_at_a_given_rate(tmp_path):
 def test_get_flops_detector_counts_backbone_and_fpn():
     """A detector: backbone + feature pyramid (the paper's Table 11
     convention), the pyramid traced by mmengine's counter."""
-    from complexity import count_flops
+    from mmdyt_tools.flops import count_flops
     from mmdyt.models import SimpleFPN
     config = osp.join(osp.dirname(__file__), '..', 'configs', 'demo',
                       'det_demo.py')
@@ -130,7 +133,7 @@ def restore_threads():
 
 def test_benchmark_rows_and_json(tmp_path, restore_threads):
     out = str(tmp_path / 'bench.json')
-    rows = load_tool('benchmark').main([
+    rows = load_tool('benchmark_backbone').main([
         '--arch', 'tiny', '--img-size', '32', '--batch', '1', '2',
         '--warmup', '0', '--repeats', '3', '--threads', '1', '2', '--json',
         out
@@ -139,7 +142,7 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
         (1, 1), (1, 2), (2, 1), (2, 2)]
     assert torch.get_num_threads() == restore_threads  # left as it was
     assert rows == json.load(open(out))
-    cpu = load_tool('benchmark').cpu_model()
+    cpu = cpu_model()
     assert cpu  # e.g. 'AMD EPYC': which CPU the ratios were measured on
     for row in rows:
         assert row['setting'] == 'vit-tiny-32'
@@ -164,10 +167,10 @@ def test_benchmark_rows_and_json(tmp_path, restore_threads):
 def test_benchmark_whole_segmentor(tmp_path, restore_threads):
     """--config: the whole segmentor with DyT, adapter-only and dense
     backbones, same weights; FLOPs ratios from the whole-model report."""
-    from benchmark_whole import build_whole_models
+    from mmdyt_tools.benchmark.whole_model import build_whole_models
     config = write_seg_config(str(tmp_path))
     out = str(tmp_path / 'whole.json')
-    rows = load_tool('benchmark').main([
+    rows = load_tool('benchmark_model_forward').main([
         '--config', config, '--rate', '0.5', '--batch', '2', '--warmup',
         '0', '--repeats', '3', '--threads', '1', '--json', out])
     assert rows == json.load(open(out))
@@ -196,9 +199,9 @@ def test_benchmark_whole_segmentor(tmp_path, restore_threads):
 def test_benchmark_whole_recognizer(tmp_path, restore_threads):
     """--config with an mmaction2 config: backbone + cls head on one view
     of a clip, the FLOPs per clip."""
-    from benchmark_whole import build_whole_models
+    from mmdyt_tools.benchmark.whole_model import build_whole_models
     config = write_video_config(str(tmp_path))
-    (row, ) = load_tool('benchmark').main([
+    (row, ) = load_tool('benchmark_model_forward').main([
         '--config', config, '--rate', '0.5', '--batch', '2', '--warmup',
         '0', '--repeats', '2', '--threads', '1'])
     assert row['task'] == 'recognizer'
@@ -220,7 +223,7 @@ def test_benchmark_whole_recognizer(tmp_path, restore_threads):
 def test_benchmark_whole_detector(restore_threads):
     """--config with an mmdet config: backbone + pyramid + RPN + RoI heads
     timed, backbone + pyramid counted (the paper's convention)."""
-    (row, ) = load_tool('benchmark').main([
+    (row, ) = load_tool('benchmark_model_forward').main([
         '--config', osp.join(REPO_ROOT, 'configs/demo/det_demo.py'),
         '--img-size', '64', '--rate', '0.5', '--batch', '1', '--warmup',
         '0', '--repeats', '2', '--threads', '1'])
@@ -236,11 +239,11 @@ def test_benchmark_whole_refuses_other_libraries(tmp_path):
     config = tmp_path / 'other.py'
     config.write_text("default_scope = 'mmpretrain'\nmodel = dict()\n")
     with pytest.raises(ValueError, match='mmseg, mmaction or mmdet'):
-        load_tool('benchmark').main(['--config', str(config)])
+        load_tool('benchmark_model_forward').main(['--config', str(config)])
 
 
 def test_benchmark_target_rate_and_video(tmp_path, restore_threads):
-    rows = load_tool('benchmark').main([
+    rows = load_tool('benchmark_backbone').main([
         '--arch', 'tiny', '--img-size', '32', '--num-frames', '2', '--batch',
         '2', '--rate', '0.25', '--warmup', '0', '--repeats', '1', '--timer',
         'cpu', '--threads', '1'
@@ -255,7 +258,7 @@ def test_benchmark_target_rate_and_video(tmp_path, restore_threads):
 
 
 def test_benchmark_presets_parse():
-    tool = load_tool('benchmark')
+    tool = load_tool('benchmark_backbone')
     setting = tool.resolve_setting(tool.parse_args(['--preset', 'vit-b-512']))
     assert setting['name'] == 'vit-b-512' and setting['batches'] == (1, 2)
     setting = tool.resolve_setting(
@@ -328,7 +331,7 @@ def _mlp_rows(model, blocks, inputs):
 def test_ideal_slice_computes_as_many_tokens_as_dyt(tiny_models):
     """The ideal peer does DyT's work (per block, the MLP on as many tokens
     as DyT activates) without scoring or gathering."""
-    from benchmark_peers import IdealSliceDyT
+    from mmdyt_tools.benchmark.peers import IdealSliceDyT
     models = tiny_models
     ideal = IdealSliceDyT(models.dyt)
     inputs = torch.randn(3, 3, 64, 64)
@@ -347,8 +350,9 @@ def test_ideal_slice_computes_as_many_tokens_as_dyt(tiny_models):
 
 
 def tiny_benchmark_row(*flags):
-    """The one row of ``benchmark.py`` on a tiny ViT at 32², batch 2."""
-    (row, ) = load_tool('benchmark').main([
+    """The one row of ``benchmark_backbone.py`` on a tiny ViT at 32²,
+    batch 2."""
+    (row, ) = load_tool('benchmark_backbone').main([
         '--arch', 'tiny', '--img-size', '32', '--batch', '2', '--rate',
         '0.5', '--warmup', '1', '--repeats', '2', '--threads', '1', *flags
     ])
@@ -399,7 +403,7 @@ def test_autocast_peer_runs_in_bfloat16(tiny_models):
     """AutocastPeer runs its model's own weights in bfloat16: the linear
     layers see bfloat16 inputs, and the output is within bfloat16's
     rounding of the float32 output but not equal to it."""
-    from benchmark_peers import AutocastPeer
+    from mmdyt_tools.benchmark.peers import AutocastPeer
     peer = AutocastPeer(tiny_models.dense)
     assert next(peer.parameters()) is next(tiny_models.dense.parameters())
     seen = []
@@ -417,7 +421,7 @@ def test_autocast_peer_runs_in_bfloat16(tiny_models):
 def test_prepacked_copy_shares_weights_and_dispatch(tiny_models):
     """The pre-packed peers share every parameter with their models (a
     dispatcher bias set on DyT holds for its peer) and compute the same."""
-    from benchmark_peers import prepacked_copy
+    from mmdyt_tools.benchmark.peers import prepacked_copy
 
     from mmdyt.models.prepacked_linear import PrepackedLinear
     models = tiny_models
@@ -465,14 +469,14 @@ def test_vitdet_benchmark_models_share_weights_with_timm_sam():
         (dyt, ) = models.dyt(inputs)
         reference = models.reference(inputs)
     torch.testing.assert_close(reference, dyt, atol=1e-5, rtol=0)
-    tool = load_tool('benchmark')
+    tool = load_tool('benchmark_backbone')
     setting = tool.resolve_setting(
         tool.parse_args(['--preset', 'vitdet-b-1024']))
     assert setting['vitdet'] and setting['img_size'] == 1024
 
 
 def test_bootstrap_ratio_interval():
-    from benchmark_models import bootstrap_ratio
+    from mmdyt_tools.benchmark.stats import bootstrap_ratio
     rng = torch.Generator().manual_seed(0)
     slow = (100 + torch.randn(40, generator=rng)).tolist()
     fast = (50 + torch.randn(40, generator=rng)).tolist()
@@ -603,7 +607,7 @@ def test_profile_ops_casts_and_small_matmuls(restore_threads, capsys):
 def test_bfloat16_weights_compute_what_autocast_computes(tiny_models):
     """profile_ops.with_bfloat16_weights: the same outputs under autocast,
     bit for bit, with the dispatchers still scoring in float32."""
-    from benchmark_peers import AutocastPeer
+    from mmdyt_tools.benchmark.peers import AutocastPeer
     with_bf16 = load_tool('profile_ops').with_bfloat16_weights
     inputs = torch.randn(2, 3, 64, 64)
     for model in (tiny_models.dense, tiny_models.dyt):
@@ -621,18 +625,18 @@ def test_bfloat16_weights_compute_what_autocast_computes(tiny_models):
 def test_bf16_peer_check_reads_dyt_decisions(tiny_models, monkeypatch):
     """DyT's bfloat16 peer is checked on its dispatch decisions (tokens at
     the threshold may flip), the other models on their outputs."""
-    import benchmark_models
+    from mmdyt_tools.benchmark import checks
     inputs = torch.randn(2, 3, 64, 64)
-    benchmark_models.set_activation_rate(tiny_models.dyt, inputs, 0.5)
+    set_activation_rate(tiny_models.dyt, inputs, 0.5)
     tiny_models.add_bf16()
     try:
-        benchmark_models._check_peers(tiny_models, inputs)  # passes
-        monkeypatch.setitem(benchmark_models.BF16_DECISIONS, 'rate', -1)
+        checks.check_peers(tiny_models, inputs)  # passes
+        monkeypatch.setitem(checks.BF16_DECISIONS, 'rate', -1)
         with pytest.raises(RuntimeError, match='decisions'):
-            benchmark_models._check_peers(tiny_models, inputs)
+            checks.check_peers(tiny_models, inputs)
         monkeypatch.undo()
-        monkeypatch.setitem(benchmark_models.PEER_TOLERANCE, 'bf16', 1e-6)
+        monkeypatch.setitem(checks.PEER_TOLERANCE, 'bf16', 1e-6)
         with pytest.raises(RuntimeError, match="dense model's output"):
-            benchmark_models._check_peers(tiny_models, inputs)
+            checks.check_peers(tiny_models, inputs)
     finally:
         tiny_models.bf16 = {}

@@ -57,7 +57,7 @@ def test_a_feature_on_too_old_a_torch_names_both_versions(monkeypatch):
 @pytest.mark.skipif(torch_at_least(torch_compat.TORCH_FEATURES[ONNX_EXPORT]),
                     reason='this torch exports to ONNX')
 def test_onnx_export_on_an_old_torch_says_which_torch_it_needs(tmp_path):
-    from onnx_export import export_onnx
+    from mmdyt_tools.deploy.onnx_export import export_onnx
     with pytest.raises(RuntimeError, match='needs torch >= '):
         export_onnx(torch.nn.Linear(2, 2), torch.zeros(1, 2),
                     str(tmp_path / 'model.onnx'))

@@ -20,7 +20,7 @@ from mmengine.evaluator import Evaluator
 from torch import Tensor, nn
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from model_inputs import init_task_model, load_config
+from mmdyt_tools.inputs import init_task_model, load_config
 
 
 def parse_args() -> argparse.Namespace:

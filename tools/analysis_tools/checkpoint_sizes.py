@@ -17,7 +17,7 @@ from mmengine.registry import init_default_scope
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
 from mmdyt.registry import library_registry
-from model_inputs import load_config
+from mmdyt_tools.inputs import load_config
 
 
 def main() -> None:

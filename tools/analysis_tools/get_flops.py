@@ -13,7 +13,8 @@ counted analytically at the activation rate of each dispatcher measured on
 ``--num-samples`` inputs of the config's test dataset (random inputs if it
 cannot be built, or with ``--inputs random``), or at a given ``--rate``;
 necks and heads are dense and counted by mmengine's FlopAnalyzer. See
-model_flops.py beside this file.
+``mmdyt_tools.flops``. For the COCO recipes the paper's GFLOPs (Table 11),
+read from ``configs/metafile.yml``, are printed beside the report.
 
 Examples::
 
@@ -38,24 +39,11 @@ from mmengine.logging import print_log
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
 from mmdyt.engine import find_dyt_backbone
-from model_flops import (measure_rates_on_dataloader, measure_rates_on_random,
-                         model_flops_report)
-from model_inputs import clip_len_of, init_task_model, load_config
-
-#: Frames per clip when the config does not say.
-DEFAULT_NUM_FRAMES = 8
-
-#: The paper's GFLOPs for the models the COCO recipes build (Table 11:
-#: backbone + feature pyramid at 1024x1024), printed beside the report:
-#: config file name -> {the paper's row: GFLOPs}.
-PAPER_GFLOPS = {
-    'dyt_vitb_mask-rcnn_1x.py': {
-        'Full (dense ViTDet-B)': 554.86, 'DyT': 468.40},
-    'dyt_vitb_moe_mask-rcnn_1x.py': {
-        'Full (dense ViTDet-B)': 554.86, 'DyT-dagger (N=4)': 466.32},
-    'vitb_adapter_mask-rcnn_1x.py': {
-        'Full (dense ViTDet-B)': 554.86, 'AdaptFormer': 564.53},
-}
+from mmdyt_tools.flops import (measure_rates_on_dataloader,
+                               measure_rates_on_random, model_flops_report)
+from mmdyt_tools.inputs import (DEFAULT_NUM_FRAMES, clip_len_of,
+                                init_task_model, load_config)
+from mmdyt_tools.paper import paper_gflops
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -190,9 +178,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if rates:
         print(format_rates(report.sites, rates))
     print('\n' + report.format_table())
-    paper = PAPER_GFLOPS.get(osp.basename(args.config))
+    counted, paper = paper_gflops(args.config) or (None, None)
     if paper:
-        print('\nthe paper (Table 11, backbone + FPN GFLOPs): ' + ', '.join(
+        print(f'\nthe paper ({counted} GFLOPs): ' + ', '.join(
             f'{row} {gflops:.2f}' for row, gflops in paper.items()))
     print('\nparameters (total / trainable):')
     for name, (total, trainable) in report.params.items():

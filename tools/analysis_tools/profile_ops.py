@@ -43,10 +43,12 @@ from torch.profiler import ProfilerActivity, profile
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
 from mmdyt.utils.torch_compat import PROFILER_DTYPES, require_torch
-from benchmark_models import (PRESETS, bootstrap_ratio,
-                              build_benchmark_models, set_activation_rate,
-                              time_interleaved)
-from benchmark_peers import AutocastPeer
+from mmdyt_tools.benchmark.models import build_benchmark_models
+from mmdyt_tools.benchmark.peers import AutocastPeer
+from mmdyt_tools.benchmark.presets import PRESETS
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.benchmark.stats import bootstrap_ratio
+from mmdyt_tools.benchmark.timing import time_interleaved
 
 #: Kinds of dtype conversion :func:`op_totals` tells apart.
 CAST_KINDS = ('weight', 'down', 'up', 'other')

@@ -25,7 +25,15 @@ flops() {  # flops CONFIG [--rate R]: get_flops.py of configs/CONFIG.py
     run "flops_${config//\//_}" tools/analysis_tools/get_flops.py \
         "configs/$config.py" "$@"
 }
-speed() { run "speed_$1" tools/analysis_tools/benchmark.py "${@:2}"; }
+speed() {  # speed NAME ARGS...: backbones (benchmark_backbone.py)
+    run "speed_$1" tools/analysis_tools/benchmark_backbone.py "${@:2}"
+}
+whole() {  # whole NAME ARGS...: a whole model (benchmark_model_forward.py)
+    run "speed_$1" tools/analysis_tools/benchmark_model_forward.py "${@:2}"
+}
+e2e() {  # e2e NAME ARGS...: a test step (benchmark_test_step.py)
+    run "speed_$1" tools/analysis_tools/benchmark_test_step.py "${@:2}"
+}
 
 # 1. FLOPs and parameters (deterministic)
 for config in ade20k/dyt_vitb ade20k/dyt_vitb_moe ade20k/dyt_vitb_segmenter \
@@ -71,13 +79,13 @@ speed swin_b_512 --preset swin-b-512 --batch 1 8 --rate 0.5 --threads 2 \
     --warmup 1 --repeats 8
 
 # 3. Whole models: DyT vs adapter-only vs dense, same weights
-speed whole_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
+whole whole_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
     --rate 0.5 --batch 1 2 --threads 1 2 --warmup 1 --repeats 8
-speed whole_ade20k_upernet --config configs/ade20k/dyt_vitb.py --rate 0.5 \
+whole whole_ade20k_upernet --config configs/ade20k/dyt_vitb.py --rate 0.5 \
     --batch 1 --threads 2 --warmup 1 --repeats 7
-speed whole_kinetics400 --config configs/kinetics400/dyt_vitb_8x224.py \
+whole whole_kinetics400 --config configs/kinetics400/dyt_vitb_8x224.py \
     --rate 0.5 --batch 1 --threads 2 --repeats 8
-speed whole_coco_mask_rcnn --config configs/coco/dyt_vitb_mask-rcnn_1x.py \
+whole whole_coco_mask_rcnn --config configs/coco/dyt_vitb_mask-rcnn_1x.py \
     --rate 0.5 --batch 1 --threads 2 --warmup 1 --repeats 5
 # 4. Pre-packed weights at every batch size: the dense ViT and DyT with and
 # without them (docs/en/benchmarks/speed.md 3.7; on their own: ONLY=speed_prepack)
@@ -92,19 +100,19 @@ speed bf16_vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
     --repeats 10 --bf16
 speed bf16_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 --threads 1 2 \
     --warmup 1 --repeats 6 --bf16
-speed e2e_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
-    --e2e --shapes 512x683 512x1024 512x2048 --precision fp32 bf16 \
+e2e e2e_ade20k_segmenter --config configs/ade20k/dyt_vitb_segmenter.py \
+    --shapes 512x683 512x1024 512x2048 --precision fp32 bf16 \
     --threads 2 --warmup 1 --repeats 3
-speed e2e_ade20k_upernet --config configs/ade20k/dyt_vitb.py --e2e \
+e2e e2e_ade20k_upernet --config configs/ade20k/dyt_vitb.py \
     --shapes 512x2048 --precision fp32 bf16 --models dyt adapter \
     --threads 2 --warmup 1 --repeats 3
 run profile_vit_b_224 tools/analysis_tools/profile_ops.py --preset vit-b-224 \
     --batch 1 8 --threads 1 2
 # 6. Deployment: DyT, adapter-only and dense exported to ONNX, in PyTorch
 # eager, ONNX Runtime and OpenVINO (docs/en/benchmarks/deployment.md; about 7 minutes)
-run deploy_vit_b_224 tools/deployment/benchmark_deploy.py --preset vit-b-224 \
+run deploy_vit_b_224 tools/deployment/benchmark_runtimes.py --preset vit-b-224 \
     --batch 1 8 --repeats 10
-run deploy_segmenter_512 tools/deployment/benchmark_deploy.py \
+run deploy_segmenter_512 tools/deployment/benchmark_runtimes.py \
     --config configs/ade20k/dyt_vitb_segmenter.py --shape 512 512 --batch 1 \
     --warmup 1 --repeats 8
 echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"

@@ -39,16 +39,13 @@ import torch
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from dispatch_vis import (frame_rates, mask_to_grid, plot_rates,
-                          render_dispatch_grid)
 from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatch_record import predict_with_dispatch
-from model_inputs import (VIDEO_EXTENSIONS, clip_inputs, clip_len_of,
-                          init_task_model, load_config, pad_to_patches,
-                          read_frames)
-
-#: Frames per clip when neither --num-frames nor the config says.
-DEFAULT_NUM_FRAMES = 8
+from mmdyt_tools.dispatch_plots import (frame_rates, mask_to_grid,
+                                        plot_rates, render_dispatch_grid)
+from mmdyt_tools.inputs import (DEFAULT_NUM_FRAMES, VIDEO_EXTENSIONS,
+                                clip_inputs, clip_len_of, init_task_model,
+                                load_config, pad_to_patches, read_frames)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

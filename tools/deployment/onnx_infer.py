@@ -6,7 +6,7 @@ A segmentor's predictions are drawn over each image and written to
 map beside it (``<name>_label.png``); a recognizer's top classes are
 printed per video. The preprocessing (the config's test pipeline and data
 preprocessor) and post-processing are the libraries' own, from the config
-stored in the file (``onnx_task.py``). Examples::
+stored in the file (``mmdyt_tools.deploy.onnx_task``). Examples::
 
     python tools/deployment/onnx_infer.py work_dirs/seg_demo/dyt.onnx \\
         data/demo/seg/images/validation/*.jpg --out-dir work_dirs/onnx_vis
@@ -16,19 +16,15 @@ stored in the file (``onnx_task.py``). Examples::
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import List, Optional
 
 import numpy as np
 from mmengine.config import DictAction
 from mmengine.dataset import Compose, pseudo_collate
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
-                            'analysis_tools'))
-
-import mmdyt  # noqa: E402,F401  (compat fixes, registration)
-from onnx_runtime import RUNTIMES, ExportedModel, describe  # noqa: E402
-from onnx_task import config_of, onnx_task_model  # noqa: E402
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt_tools.deploy.onnx_runtime import RUNTIMES, ExportedModel, describe
+from mmdyt_tools.deploy.onnx_task import config_of, onnx_task_model
 
 #: Pipeline steps that read annotations, which plain inputs do not have.
 ANNOTATION_STEPS = ('LoadAnnotations', )

@@ -1,7 +1,7 @@
 """Export a trained DyT model to ONNX, with real token skipping.
 
 Exports the config's whole inference model in ``mode='tensor'``
-(``onnx_export.py`` beside this file): a segmentor's logits, a recognizer's
+(``mmdyt_tools.deploy.onnx_export``): a segmentor's logits, a recognizer's
 class scores, a detector's backbone + neck features. DyT's dispatch stays
 data dependent in the graph (``NonZero``, ``Gather``, ``ScatterND`` per
 block). Inputs are the data preprocessor's outputs (normalised float32);
@@ -20,21 +20,18 @@ PyTorch. Examples::
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
-                            'analysis_tools'))
-
-import mmdyt  # noqa: E402,F401  (compat fixes, registration)
-from model_inputs import clip_len_of, init_task_model, load_config  # noqa
-from onnx_export import (EXPORTED_PARTS, VARIANTS, TensorModel,  # noqa: E402
-                         example_input, export_onnx, graph_op_counts,
-                         task_of, variant_of)
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt_tools.deploy.onnx_export import (EXPORTED_PARTS, VARIANTS,
+                                            TensorModel, example_input,
+                                            export_onnx, graph_op_counts,
+                                            task_of, variant_of)
+from mmdyt_tools.inputs import clip_len_of, init_task_model, load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -114,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'({len(backbone.dispatch_sites)} dispatchers)')
     if args.no_check:
         return
-    from onnx_runtime import ExportedModel
+    from mmdyt_tools.deploy.onnx_runtime import ExportedModel
     runtime_out = ExportedModel(args.out, 'ort')(example.numpy())
     with torch.no_grad():
         torch_out = tensor_model(example)

@@ -3,8 +3,8 @@
 The runtime (ONNX Runtime or OpenVINO) runs the network; the config's test
 pipeline, data preprocessor, sliding window and post-processing and its
 ``test_evaluator`` (mmseg's ``IoUMetric``, mmaction2's accuracy) are the
-libraries' own (``onnx_task.py``). With ``--checkpoint`` the PyTorch model
-is evaluated too and both are printed. Examples::
+libraries' own (``mmdyt_tools.deploy.onnx_task``). With ``--checkpoint``
+the PyTorch model is evaluated too and both are printed. Examples::
 
     python tools/deployment/test_onnx.py work_dirs/seg_demo/dyt.onnx
     python tools/deployment/test_onnx.py work_dirs/seg_demo/dyt.onnx \\
@@ -12,17 +12,14 @@ is evaluated too and both are printed. Examples::
 """
 import argparse
 import os.path as osp
-import sys
 from typing import List, Optional
 
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
-                            'analysis_tools'))
-
-import mmdyt  # noqa: E402,F401  (compat fixes, registration)
-from onnx_runtime import RUNTIMES, ExportedModel, describe  # noqa: E402
-from onnx_task import config_of, evaluate, onnx_task_model  # noqa: E402
+import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt_tools.deploy.onnx_runtime import RUNTIMES, ExportedModel, describe
+from mmdyt_tools.deploy.onnx_task import (config_of, evaluate,
+                                          onnx_task_model)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -56,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     results = dict(onnx=evaluate(model, cfg, args.batch_size))
     rate = model.onnx_rates.mean()
     if args.checkpoint:
-        from model_inputs import init_task_model
+        from mmdyt_tools.inputs import init_task_model
         cfg.model.backbone.init_cfg = None
         torch_model = init_task_model(cfg, args.checkpoint)
         results['pytorch'] = evaluate(torch_model, cfg, args.batch_size)

@@ -1,7 +1,7 @@
 """Whole-model speed: a segmentor, recognizer or detector with DyT,
 adapter-only and dense backbones.
 
-``benchmark.py --config CONFIG`` times the whole inference model of a
+``benchmark_model_forward.py CONFIG`` times the whole inference model of a
 config, not only its backbone (:data:`TASKS`):
 
 - an mmseg segmentor: backbone + neck + decode head (``mode='tensor'``: the
@@ -12,17 +12,17 @@ config, not only its backbone (:data:`TASKS`):
   (``mode='tensor'``: box and mask head outputs of the proposals).
 
 Three twins share every weight and run on the same inputs, interleaved as
-in ``benchmark_models``:
+in ``models.py``:
 
 - ``dyt``: the config's model, its dispatchers set to ``--rate``;
 - ``adapter``: the same model with the adapter-only backbone
   (``dispatch=None``; its adapters are DyT's);
 - ``dense``: the same model with the plain pre-trained ViT (no adapter).
 
-FLOPs come from ``model_flops.model_flops_report`` (analytic backbone at the
-measured rates; neck and heads counted by mmengine's counter; for a detector
-backbone + pyramid, as the paper counts, since its heads' cost depends on
-the proposals).
+FLOPs come from ``mmdyt_tools.flops.model_flops_report`` (analytic backbone
+at the measured rates; neck and heads counted by mmengine's counter; for a
+detector backbone + pyramid, as the paper counts, since its heads' cost
+depends on the proposals).
 """
 import copy
 import statistics
@@ -34,13 +34,16 @@ import torch.nn as nn
 from torch import Tensor
 from mmengine.config import Config
 
-from benchmark_models import (format_markdown, ratio_fields,
-                              set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone
 from mmdyt.models.dispatcher import mean_rate
-from model_flops import model_flops_report
-from model_inputs import clip_len_of, init_task_model
-from model_twins import adapter_only_twin, randomize_adapters, without_adapters
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.benchmark.report import format_markdown
+from mmdyt_tools.benchmark.stats import ratio_fields
+from mmdyt_tools.benchmark.timing import time_interleaved
+from mmdyt_tools.flops import model_flops_report
+from mmdyt_tools.inputs import clip_len_of, init_task_model
+from mmdyt_tools.twins import (adapter_only_twin, randomize_adapters,
+                               without_adapters)
 
 #: Names of the timed whole models, in table order (``dense_again``: the
 #: dense model timed twice, the noise control).
@@ -129,16 +132,16 @@ def build_whole_models(cfg: Config) -> WholeModels:
     scope = cfg.get('default_scope')
     if scope not in TASKS:
         raise ValueError(
-            'benchmark.py --config times the whole model of an mmseg, '
+            'the whole-model benchmarks time the model of an mmseg, '
             f'mmaction or mmdet config; got default_scope={scope!r}. Use '
-            '--preset for backbones alone')
+            'benchmark_backbone.py for backbones alone')
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.init_cfg = None  # nothing to download
     torch.manual_seed(0)
     dyt = init_task_model(cfg)
     backbone = find_dyt_backbone(dyt)
     if backbone is None or backbone.dispatch != 'mlp':
-        raise ValueError('benchmark.py --config needs a DyT model with '
+        raise ValueError('the whole-model benchmarks need a DyT model with '
                          "dispatch='mlp'")
     randomize_adapters(backbone)
     adapter = adapter_only_twin(cfg, dyt)

@@ -1,6 +1,6 @@
-"""The Swin models ``benchmark.py --preset swin-b-512`` times.
+"""The Swin models ``benchmark_backbone.py --preset swin-b-512`` times.
 
-The same roles as ``benchmark_models`` gives the ViT presets, on one set of
+The same roles as ``models.py`` gives the ViT presets, on one set of
 random Swin-B weights:
 
 - ``dense``: mmseg's ``SwinTransformer`` (no adapter, no dispatch);
@@ -8,7 +8,7 @@ random Swin-B weights:
 - ``dyt``: :class:`DyTSwinTransformer` with FFN dispatch (the gathered
   evaluation);
 - ``reference`` (:class:`SwinReferenceGather`) and ``ideal``
-  (:class:`SwinIdealSlice`): ``benchmark_peers``' reference gather and
+  (:class:`SwinIdealSlice`): ``peers.py``' reference gather and
   ideal slice, their FFN parts run inside the Swin's stages.
 """
 from typing import List
@@ -16,9 +16,10 @@ from typing import List
 import torch
 from torch import Tensor
 
-from benchmark_peers import IdealSliceDyT, ReferenceGatherDyT
 from mmdyt.models import DyTSwinTransformer
-from model_twins import randomize_adapters
+from mmdyt_tools.benchmark.model_set import BenchmarkModels
+from mmdyt_tools.benchmark.peers import IdealSliceDyT, ReferenceGatherDyT
+from mmdyt_tools.twins import randomize_adapters
 
 #: Swin-B as mmseg's ADE20K recipe builds it (window 12, 384 pre-training).
 SWIN_B = dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
@@ -26,7 +27,7 @@ SWIN_B = dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
 
 
 class _SwinStages:
-    """A ``benchmark_peers`` peer run on a DyT Swin: the DyT model's own
+    """A ``peers.py`` peer run on a DyT Swin: the DyT model's own
     stages (:meth:`DyTSwinTransformer.run_stages`), each block's attention
     its own, its FFN part the peer's ``mlp_part``."""
 
@@ -54,11 +55,10 @@ class SwinIdealSlice(_SwinStages, IdealSliceDyT):
 
 def build_swin_models(img_size: int, seed: int = 0):
     """The dense, adapter-only and DyT Swin-B (same random weights) and the
-    reference and ideal-slice peers, as ``benchmark_models.BenchmarkModels``.
+    reference and ideal-slice peers, as a :class:`BenchmarkModels`.
     """
     from mmseg.models.backbones import SwinTransformer
 
-    from benchmark_models import BenchmarkModels
     torch.manual_seed(seed)
     dense = SwinTransformer(**SWIN_B)
     dense.init_weights()

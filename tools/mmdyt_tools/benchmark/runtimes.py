@@ -2,55 +2,36 @@
 OpenVINO, against its adapter-only and dense twins, in one process.
 
 For each setting the three twins share every weight (random: nothing is
-downloaded; DyT's dispatchers are set to ``--rate`` with
-``benchmark_models.set_activation_rate``) and each is exported to ONNX
-(``onnx_export.py``, DyT with its data-dependent token skipping), then run
-by ONNX Runtime and OpenVINO (float32, ``--threads`` threads) beside the
-PyTorch eager model: nine models plus the PyTorch dense model timed again
-(the noise control), interleaved in a rotating order
-(``benchmark_models.time_interleaved``), ratios with 95% bootstrap
-intervals. Before timing, every runtime's output is checked against
-PyTorch's. Settings:
-
-- ``--preset vit-b-224`` (or another ``benchmark_models.PRESETS`` name):
-  the ViT-B/16 backbone alone, the dense twin being timm's ViT;
-- ``--config CONFIG``: a segmentor's or recognizer's whole ``mode='tensor'``
-  forward (``benchmark_whole.build_whole_models``'s twins).
-
-Examples::
-
-    python tools/deployment/benchmark_deploy.py --preset vit-b-224 \\
-        --batch 1 8 --json benchmarks/deploy_vit_b_224.json
-    python tools/deployment/benchmark_deploy.py \\
-        --config configs/ade20k/dyt_vitb_segmenter.py --shape 512 512 \\
-        --batch 1 --json benchmarks/deploy_segmenter_512.json
+downloaded; DyT's dispatchers are set to a rate with
+``rate.set_activation_rate``) and each is exported to ONNX
+(``mmdyt_tools.deploy.onnx_export``, DyT with its data-dependent token
+skipping), then run by ONNX Runtime and OpenVINO (float32, on the CPU)
+beside the PyTorch eager model: nine models plus the PyTorch dense model
+timed again (the noise control), interleaved in a rotating order
+(``timing.time_interleaved``), ratios with 95% bootstrap intervals. Before
+timing, every runtime's output is checked against PyTorch's
+(:data:`OUTPUT_TOLERANCE`).
 """
-import argparse
-import json
-import os
 import os.path as osp
 import statistics
-import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..',
-                            'analysis_tools'))
-
-import mmdyt  # noqa: E402,F401  (compat fixes, registration)
-from benchmark import cpu_bf16, cpu_model  # noqa: E402
-from benchmark_models import (PRESETS, build_benchmark_models,  # noqa: E402
-                              format_markdown, ratio_fields,
-                              set_activation_rate, time_interleaved)
-from mmdyt.engine import find_dyt_backbone  # noqa: E402
-from mmdyt.models.dispatcher import mean_rate  # noqa: E402
-from mmdyt.models.flops import dyt_vit_flops  # noqa: E402
-from onnx_export import TensorModel, export_onnx  # noqa: E402
-from onnx_runtime import ExportedModel  # noqa: E402
+from mmdyt.engine import find_dyt_backbone
+from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.flops import dyt_vit_flops
+from mmdyt_tools.benchmark.machine import cpu_bf16, cpu_model
+from mmdyt_tools.benchmark.models import build_benchmark_models
+from mmdyt_tools.benchmark.presets import PRESETS
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.benchmark.report import format_markdown
+from mmdyt_tools.benchmark.stats import ratio_fields
+from mmdyt_tools.benchmark.timing import time_interleaved
+from mmdyt_tools.deploy.onnx_export import TensorModel, export_onnx
+from mmdyt_tools.deploy.onnx_runtime import ExportedModel
 
 #: The twins, in table order.
 TWINS = ('dense', 'adapter', 'dyt')
@@ -59,32 +40,6 @@ RUNTIME_NAMES = ('torch', 'ort', 'openvino')
 #: Largest difference of a runtime's output from PyTorch's, relative to the
 #: largest PyTorch output, before anything is timed.
 OUTPUT_TOLERANCE = 1e-3
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument('--preset', choices=sorted(PRESETS),
-                      help='a backbone setting')
-    what.add_argument('--config', help='a segmentation or video config: '
-                      'its whole mode=tensor forward')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size of --config (default: its '
-                        'backbone\'s img_size)')
-    parser.add_argument('--batch', type=int, nargs='+', default=[1])
-    parser.add_argument('--rate', type=float, default=0.5,
-                        help='DyT\'s activation rate (default 0.5)')
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--export-dir',
-                        help='keep the exported files here (default: a '
-                        'temporary folder)')
-    parser.add_argument('--json', help='write the rows to this file')
-    args = parser.parse_args(argv)
-    if not 0 <= args.rate <= 1:
-        parser.error(f'--rate must be in [0, 1], got {args.rate}')
-    return args
 
 
 def backbone_twins(preset: str) -> Tuple[Dict[str, nn.Module], nn.Module,
@@ -104,18 +59,20 @@ def whole_twins(config: str, shape: Optional[Sequence[int]]):
     """The dense, adapter-only and DyT twins of a config's whole
     ``mode='tensor'`` forward (:class:`TensorModel`), as
     :func:`backbone_twins` returns them."""
-    from benchmark_whole import build_whole_models
-    from model_inputs import load_config
+    from mmdyt_tools.benchmark.whole_model import build_whole_models
+    from mmdyt_tools.inputs import load_config
     cfg = load_config(config)
     models = build_whole_models(cfg)
     if models.task == 'detector':
-        raise ValueError('benchmark_deploy.py times segmentors and '
+        raise ValueError('benchmark_runtimes.py times segmentors and '
                          'recognizers (a detector export holds only the '
                          'backbone and neck)')
     twins = {name: TensorModel(getattr(models, name), models.task).eval()
              for name in TWINS}
     backbone = find_dyt_backbone(models.dyt)
-    size = tuple(shape) if shape else (backbone.img_size, ) * 2
+    img_size = backbone.img_size  # an int, or (H, W) as the demo configs
+    size = tuple(shape) if shape else (
+        (img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
     return twins, backbone, size, models.num_frames
 
 
@@ -126,7 +83,7 @@ def _flops_bound(backbone: nn.Module, twins: Dict[str, nn.Module],
     :class:`TensorModel`, the backbone's otherwise)."""
     dyt = twins['dyt']
     if isinstance(dyt, TensorModel):
-        from model_flops import model_flops_report
+        from mmdyt_tools.flops import model_flops_report
         report = model_flops_report(dyt.model, sample, rates, 'set', batch)
         return report.whole('dense') / report.whole('dyt')
     size = tuple(sample[-2:])
@@ -148,11 +105,27 @@ def _check_outputs(name: str, runtime_out: List[np.ndarray],
     return error
 
 
-def benchmark_setting(setting: str, twins: Dict[str, nn.Module],
-                      backbone: nn.Module, inputs: torch.Tensor,
-                      rate: float, export_dir: str, threads: int,
-                      warmup: int, repeats: int) -> dict:
-    """Export the twins, check and time the nine models on ``inputs``."""
+def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
+                       backbone: nn.Module, inputs: torch.Tensor,
+                       rate: float, export_dir: str, threads: int,
+                       warmup: int, repeats: int) -> dict:
+    """Export the twins, check and time the nine models on ``inputs``.
+
+    Args:
+        setting (str): Name of the setting, for the row and the files.
+        twins (dict[str, nn.Module]): The :data:`TWINS` by name.
+        backbone (nn.Module): DyT's backbone (its rate is set here).
+        inputs (torch.Tensor): The batch every model runs on.
+        rate (float): DyT's target activation rate.
+        export_dir (str): Where the ONNX files are written.
+        threads (int): Threads of ONNX Runtime and OpenVINO.
+        warmup (int): Untimed forwards per model.
+        repeats (int): Timed forwards per model.
+
+    Returns:
+        dict: The row: times, ratios with intervals, the FLOPs bound, the
+        runtimes' output errors and the CPU.
+    """
     set_activation_rate(backbone, inputs, rate)
     with torch.inference_mode():
         masks = backbone.forward_with_masks(inputs)[1]
@@ -237,37 +210,3 @@ def format_rows(rows: Sequence[dict]) -> str:
     """A markdown table of the rows, one line per runtime."""
     return format_markdown([dict(row, runtime=runtime) for row in rows
                             for runtime in RUNTIME_NAMES], COLUMNS)
-
-
-def main(argv: Optional[List[str]] = None) -> List[dict]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.preset:
-        twins, backbone, size, frames = backbone_twins(args.preset)
-        setting = args.preset
-    else:
-        twins, backbone, size, frames = whole_twins(args.config, args.shape)
-        setting = osp.splitext(osp.basename(args.config))[0] + \
-            f'-{size[0]}x{size[1]}'
-    export_dir = args.export_dir or tempfile.mkdtemp(prefix='mmdyt_onnx_')
-    os.makedirs(export_dir, exist_ok=True)
-    rows = []
-    for batch in args.batch:
-        generator = torch.Generator().manual_seed(0)
-        shape = (batch, 3) + ((frames, ) if frames else ()) + tuple(size)
-        inputs = torch.randn(*shape, generator=generator)
-        print(f'{setting}, batch {batch}: exporting and checking the twins '
-              f'in {export_dir}', flush=True)
-        rows.append(benchmark_setting(setting, twins, backbone, inputs,
-                                      args.rate, export_dir, args.threads,
-                                      args.warmup, args.repeats))
-    print(format_rows(rows))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
-        print(f'wrote {args.json}')
-    return rows
-
-
-if __name__ == '__main__':
-    main()

@@ -136,7 +136,7 @@ def task_of(cfg: Config) -> str:
 def variant_of(cfg: Config, model: nn.Module, variant: str) -> nn.Module:
     """``model`` itself (``'dyt'``), its adapter-only twin (``'adapter'``)
     or its dense twin (``'dense'``); see :data:`VARIANTS` and
-    ``tools/analysis_tools/model_twins.py``."""
+    ``mmdyt_tools.twins``."""
     if variant not in VARIANTS:
         raise ValueError(f'variant must be one of {VARIANTS}, got '
                          f'{variant!r}')
@@ -146,7 +146,7 @@ def variant_of(cfg: Config, model: nn.Module, variant: str) -> nn.Module:
     if backbone.dispatch not in (None, 'mlp'):
         raise ValueError(f"the {variant} twin is made for MLP dispatch "
                          f"(dispatch='mlp'), got {backbone.dispatch!r}")
-    from model_twins import adapter_only_twin, without_adapters
+    from mmdyt_tools.twins import adapter_only_twin, without_adapters
     twin = adapter_only_twin(cfg, model) if backbone.dispatch_sites else \
         model
     return twin if variant == 'adapter' else without_adapters(twin)

@@ -3,7 +3,7 @@
 The backbone is counted with the analytic model :func:`dyt_vit_flops`
 (exact, and able to evaluate any activation rates); the neck and heads are
 dense and counted by tracing them with mmengine's counter
-(``count_flops`` of ``complexity.py``). Three variants of the
+(``count_flops`` of ``counter.py``). Three variants of the
 backbone are reported:
 
 - ``dense``: the plain pre-trained ViT (no adapter, no dispatcher);
@@ -28,9 +28,9 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
-from complexity import count_flops
 from mmdyt.engine import RateMeter, count_parameters, find_dyt_backbone
 from mmdyt.models.flops import dyt_vit_flops
+from mmdyt_tools.flops.counter import count_flops
 
 #: Backbone variants of a :class:`ModelFlops`, in table order.
 VARIANTS = ('dense', 'complete', 'dyt')

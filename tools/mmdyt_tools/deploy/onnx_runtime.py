@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from onnx_export import METADATA_KEY
+from mmdyt_tools.deploy.onnx_export import METADATA_KEY
 
 #: Runtimes :class:`ExportedModel` runs a graph with.
 RUNTIMES = ('ort', 'openvino')

@@ -21,7 +21,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.evaluator import Evaluator
 from torch import Tensor
 
-from onnx_runtime import ExportedModel, run_in_batches
+from mmdyt_tools.deploy.onnx_runtime import ExportedModel, run_in_batches
 
 
 def config_of(exported: ExportedModel, config: Optional[str] = None,
@@ -62,7 +62,7 @@ def onnx_task_model(cfg: Config, exported: ExportedModel) -> nn.Module:
         nn.Module: A segmentor or recognizer whose ``test_step`` runs the
         runtime; its :class:`RateLog` is ``model.onnx_rates``.
     """
-    from model_inputs import init_task_model
+    from mmdyt_tools.inputs import init_task_model
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.init_cfg = None
     task = exported.metadata.get('task') or {

@@ -1,4 +1,5 @@
-"""The peers DyT is timed against in ``benchmark.py``, beside the dense ViT.
+"""The peers DyT is timed against in ``benchmark_backbone.py``, beside the
+dense ViT.
 
 - ``reference`` (:class:`ReferenceGatherDyT`): the same DyT model evaluated
   the straightforward way (``nonzero``, gather, MLP, write into a zero

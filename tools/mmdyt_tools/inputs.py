@@ -1,8 +1,10 @@
-"""A trained DyT model and its inputs, for the analysis tools.
+"""A trained DyT model and its inputs, for the tools.
 
 The model comes from the libraries' own inference APIs
 (``mmseg.apis.init_model``, ``mmaction.apis.init_recognizer``,
-``mmdet.apis.init_detector``); clips are read, cropped and normalised here.
+``mmdet.apis.init_detector``); clips are read here, resized and cropped by
+mmaction2's test transforms and normalised by the model's data
+preprocessor.
 """
 import os
 import os.path as osp
@@ -58,6 +60,11 @@ def init_task_model(cfg: Config,
         model = init_model(cfg, checkpoint, device=device)
     return revert_sync_batchnorm(model).eval()
 
+
+#: Frames per clip of a video model whose config names no ``clip_len``
+#: (the tools' ``--num-frames`` default): the 8-frame clips of the paper's
+#: Kinetics-400 recipes.
+DEFAULT_NUM_FRAMES = 8
 
 #: File extensions read as videos.
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v')
@@ -120,27 +127,41 @@ def read_frames(path: str, num_frames: int) -> List[np.ndarray]:
     return frames
 
 
-def resize_crop(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize ``image`` to cover ``size`` (H, W), keeping its aspect ratio,
-    and crop the centre (mmaction2's ``Resize`` + ``CenterCrop``)."""
-    import mmcv
-    height, width = image.shape[:2]
-    scale = max(size[0] / height, size[1] / width)
-    resized = mmcv.imresize(
-        image, (max(size[1], round(width * scale)),
-                max(size[0], round(height * scale))))
-    top = (resized.shape[0] - size[0]) // 2
-    left = (resized.shape[1] - size[1]) // 2
-    return resized[top:top + size[0], left:left + size[1]]
+def resize_crop_frames(frames: Sequence[np.ndarray],
+                       size: Tuple[int, int]) -> List[np.ndarray]:
+    """Resize frames to cover ``size`` (H, W), keeping their aspect ratio,
+    and crop the centre, with mmaction2's own test transforms: ``Resize``
+    to a short edge (``scale=(-1, short)``) and ``CenterCrop``, as the
+    recipes' test pipelines do (``Resize(scale=(-1, 224))``,
+    ``CenterCrop(crop_size=224)`` for ``size=(224, 224)``).
+
+    Args:
+        frames (Sequence[np.ndarray]): Frames of one shape (H, W, C).
+        size (tuple[int, int]): The output height and width.
+
+    Returns:
+        list[np.ndarray]: The frames, ``size`` each.
+    """
+    from mmaction.datasets.transforms import CenterCrop, Resize
+    height, width = frames[0].shape[:2]
+    short = min(height, width)
+    # the smallest short edge whose resize covers both sides (ceil division)
+    edge = max(-(-size[0] * short // height), -(-size[1] * short // width))
+    results = dict(imgs=list(frames), img_shape=(height, width),
+                   modality='RGB')
+    results = Resize(scale=(-1, edge))(results)
+    results = CenterCrop(crop_size=(size[1], size[0]))(results)
+    return results['imgs']
 
 
 def clip_inputs(model: nn.Module, frames: Sequence[np.ndarray],
                 size: Tuple[int, int]) -> Tuple[Tensor, List[np.ndarray]]:
     """Video frames as a normalised clip for the backbone.
 
-    Each frame is resized and centre-cropped to ``size``; the clip is
-    normalised by the model's data preprocessor (mmaction2's
-    ``ActionDataPreprocessor``, ``NCTHW``).
+    Each frame is resized and centre-cropped to ``size`` by mmaction2's
+    test transforms (:func:`resize_crop_frames`); the clip is normalised by
+    the model's data preprocessor (mmaction2's ``ActionDataPreprocessor``,
+    ``NCTHW``).
 
     Args:
         model (nn.Module): An mmaction2 recognizer from :func:`init_model`.
@@ -152,7 +173,7 @@ def clip_inputs(model: nn.Module, frames: Sequence[np.ndarray],
         and the RGB frames it shows.
     """
     from mmaction.structures import ActionDataSample
-    shown = [np.ascontiguousarray(resize_crop(f, size)) for f in frames]
+    shown = [np.ascontiguousarray(f) for f in resize_crop_frames(frames, size)]
     clip = np.stack(shown)  # T, H, W, C
     if _expects_bgr(model.data_preprocessor):
         clip = clip[..., ::-1]

@@ -8,7 +8,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from mmdyt.engine import find_dyt_backbone
-from model_inputs import init_task_model
+from mmdyt_tools.inputs import init_task_model
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 sample, DyT vs adapter-only vs dense, fp32 vs bfloat16, and (segmentors
 with a sliding-window test) batched crops vs mmseg's crop-by-crop path.
 
-``benchmark.py --config CONFIG --e2e`` times ``model.test_step(batch)`` of
+``benchmark_test_step.py CONFIG`` times ``model.test_step(batch)`` of
 the config's model on one test sample (the recipes test at batch 1): the
 data preprocessor (normalisation, padding), the config's test mode (the
 sliding window of a segmentor, every view of a clip, a detector's RPN and
@@ -16,7 +16,7 @@ file are left out; they cost every model the same.
 
 The timed variants, interleaved in every round (``time_interleaved``):
 
-- ``dyt``, ``adapter``, ``dense``: the twins of ``benchmark_whole`` (same
+- ``dyt``, ``adapter``, ``dense``: the twins of ``whole_model.py`` (same
   weights; DyT's dispatchers set to ``--rate`` on a crop);
 - with ``_crop1``: the same model with ``crop_batch=1`` (mmseg's own
   ``slide_inference``: one forward per crop position), without: the
@@ -37,12 +37,14 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from benchmark_models import (format_markdown, ratio_fields,
-                              set_activation_rate, time_interleaved)
-from benchmark_whole import WholeModels
 from mmdyt.engine import RateMeter, find_dyt_backbone
 from mmdyt.models.segmentors.batched_slide import crop_windows
-from model_flops import model_flops_report
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.benchmark.report import format_markdown
+from mmdyt_tools.benchmark.stats import ratio_fields
+from mmdyt_tools.benchmark.timing import time_interleaved
+from mmdyt_tools.benchmark.whole_model import WholeModels
+from mmdyt_tools.flops import model_flops_report
 
 #: Default image shapes (H, W) before the test pipeline, per task: ADE20K's
 #: test shapes (shorter side 512 after ``Resize``), a COCO image (1024 on
@@ -79,7 +81,7 @@ def e2e_sample(cfg: Config, task: str, shape: Tuple[int, int],
 
     Args:
         cfg (Config): The recipe.
-        task (str): A value of ``benchmark_whole.TASKS``.
+        task (str): A value of ``whole_model.TASKS``.
         shape (tuple[int, int]): The decoded image's (or frames') shape.
         seed (int): Seed of the random pixels. Defaults to 0.
     """

@@ -1,0 +1,175 @@
+"""Timing one backbone setting: DyT against the dense ViT, in one process.
+
+:func:`benchmark_setting` times the backbones of a :class:`BenchmarkModels`
+(``models.py``) on one random batch and compares DyT's measured speedup
+with the FLOPs bound at the measured activation rate.
+
+Timing (:func:`~mmdyt_tools.benchmark.timing.time_interleaved`) runs under
+``torch.inference_mode`` with warm-up, then interleaves the models in every
+repeat (in a rotating order) so that load changes on a shared machine hit
+all of them alike, and reports median milliseconds per forward. Every ratio
+comes with a 95% bootstrap interval over the repeats
+(:func:`~mmdyt_tools.benchmark.stats.bootstrap_ratio`): with enough repeats
+it can tell a 2% difference from noise, and the noise control says how
+large the noise is. The inputs are built on the CPU.
+"""
+import statistics
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.logging import print_log
+
+from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.flops import dyt_vit_flops
+from mmdyt_tools.benchmark.checks import check_peers
+from mmdyt_tools.benchmark.model_set import BenchmarkModels
+from mmdyt_tools.benchmark.rate import set_activation_rate
+from mmdyt_tools.benchmark.stats import ratio_fields
+from mmdyt_tools.benchmark.timing import time_interleaved
+
+
+def peer_fields(times: Dict[str, List[float]], kind: str, gain: str,
+                bound: float, seed: int = 0) -> dict:
+    """Row fields of the peers ``dense_<kind>`` and ``dyt_<kind>`` (the
+    dense model and DyT compiled, pre-packed or under bfloat16 autocast):
+    ``<kind>_speedup`` (peer dense / peer DyT time) and
+    ``<kind>_efficiency`` (over the FLOPs ``bound``), ``dense_<gain>_gain``
+    and ``dyt_<gain>_gain`` (eager / peer time of each) and
+    ``dyt_<kind>_vs_dense`` (eager dense / peer DyT time), each with its
+    interval.
+    """
+    dense, dyt = f'dense_{kind}', f'dyt_{kind}'
+    fields = ratio_fields(times, (f'{kind}_speedup', dense, dyt),
+                          (f'dense_{gain}_gain', 'dense', dense),
+                          (f'dyt_{gain}_gain', 'dyt', dyt),
+                          (f'dyt_{kind}_vs_dense', 'dense', dyt),
+                          seed=seed)
+    fields.update(efficiency_fields(fields, f'{kind}_speedup',
+                                    f'{kind}_efficiency', bound))
+    return fields
+
+
+def efficiency_fields(row: dict, speedup: str, key: str, bound: float) -> dict:
+    """``key`` and ``key_ci``: the speedup field of ``row`` over the FLOPs
+    bound."""
+    return {
+        key: round(row[speedup] / bound, 4),
+        f'{key}_ci': [round(c / bound, 4) for c in row[f'{speedup}_ci']],
+    }
+
+
+def benchmark_setting(models: BenchmarkModels,
+                      setting: str,
+                      batch: int,
+                      img_size: int,
+                      num_frames: Optional[int] = None,
+                      rate: Optional[float] = None,
+                      warmup: int = 2,
+                      repeats: int = 10,
+                      timer: str = 'wall',
+                      seed: int = 0) -> dict:
+    """Time the models on one batch and compare with their FLOPs.
+
+    Args:
+        models (BenchmarkModels): The models.
+        setting (str): Name of the setting, for the row.
+        batch (int): Batch size (images, or clips).
+        img_size (int): Input height and width.
+        num_frames (int, optional): Frames per clip; None for images.
+        rate (float, optional): Target activation rate
+            (:func:`set_activation_rate`); None keeps the dispatchers as
+            they are. Defaults to None.
+        warmup (int): Untimed forwards per model. Defaults to 2.
+        repeats (int): Timed forwards per model. Defaults to 10.
+        timer (str): ``'wall'`` or ``'cpu'`` (:data:`TIMERS`).
+            Defaults to ``'wall'``.
+        seed (int): Seed of the random inputs. Defaults to 0.
+
+    Returns:
+        dict: ``setting, batch, rate`` (measured mean rate of DyT),
+        ``<model>_ms`` (medians), ``speedup`` (dense / DyT time),
+        ``flops_speedup`` (dense / DyT FLOPs at the measured rates),
+        ``efficiency`` (their ratio), ``reference_speedup`` (dense /
+        reference-gather time), ``dyt_vs_reference`` (reference / DyT
+        time), ``adapter_vs_dense`` (adapter-only / dense time),
+        ``noise_control`` (dense timed twice), each ratio with a ``_ci``
+        interval where it matters, ``dyt_overhead`` (DyT over adapter-only
+        time, minus 1), ``ideal_speedup`` (dense / ideal-slice time),
+        ``dyt_vs_ideal`` (ideal-slice / DyT time) and the GFLOPs of one
+        sample per model. With compiled peers also ``compiled_speedup``
+        (compiled dense / compiled DyT time), ``compiled_efficiency``,
+        ``dense_compile_gain`` and ``dyt_compile_gain`` (eager / compiled
+        time of each) and ``dyt_compiled_vs_dense`` (eager dense / compiled
+        DyT time). With pre-packed peers likewise ``prepacked_speedup``,
+        ``prepacked_efficiency``, ``dense_prepack_gain``,
+        ``dyt_prepack_gain`` and ``dyt_prepacked_vs_dense``; with bfloat16
+        peers ``bf16_speedup``, ``bf16_efficiency``, ``dense_bf16_gain``,
+        ``dyt_bf16_gain`` and ``dyt_bf16_vs_dense``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 3, img_size, img_size) if num_frames is None else \
+        (batch, 3, num_frames, img_size, img_size)
+    inputs = torch.randn(*shape, generator=generator)
+    dyt = models.dyt
+    if rate is not None:
+        set_activation_rate(dyt, inputs, rate)
+    with torch.inference_mode():
+        masks = dyt.forward_with_masks(inputs)[1]
+    site_rates = [float(m.float().mean()) for m in masks]
+    models.ideal.set_active(masks)
+    check_peers(models, inputs)
+    measured = float(mean_rate(masks))
+
+    size = (img_size, img_size)
+    frames = num_frames or 1
+    gflops = {
+        'dense': dyt_vit_flops(dyt, size, with_dyt=False).total,
+        'adapter': dyt_vit_flops(models.adapter, size).total,
+        'dyt': dyt_vit_flops(dyt, size, site_rates).total,
+    }
+    gflops = {k: v * frames / 1e9 for k, v in gflops.items()}
+
+    times = time_interleaved(models.as_dict(), inputs, warmup, repeats,
+                             timer)
+    ms = {
+        name: statistics.median(values)
+        for name, values in times.items()
+    }
+    flops_speedup = gflops['dense'] / gflops['dyt']
+
+    row = dict(
+        setting=setting,
+        batch=batch,
+        rate=round(measured, 4),
+        **{f'{name}_ms': round(value, 2)
+           for name, value in ms.items()},
+        **ratio_fields(times, ('speedup', 'dense', 'dyt'),
+                       ('reference_speedup', 'dense', 'reference'),
+                       ('dyt_vs_reference', 'reference', 'dyt'),
+                       ('adapter_vs_dense', 'adapter', 'dense'),
+                       ('noise_control', 'dense_again', 'dense'),
+                       ('ideal_speedup', 'dense', 'ideal'),
+                       ('dyt_vs_ideal', 'ideal', 'dyt'),
+                       seed=seed),
+        flops_speedup=round(flops_speedup, 4),
+        dyt_overhead=round(ms['dyt'] / ms['adapter'] - 1, 4),
+        dense_gflops=round(gflops['dense'], 6),
+        adapter_gflops=round(gflops['adapter'], 6),
+        dyt_gflops=round(gflops['dyt'], 6),
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        timer=timer)
+    row.update(efficiency_fields(row, 'speedup', 'efficiency', flops_speedup))
+    for kind, gain, peers in (('compiled', 'compile', models.compiled),
+                              ('prepacked', 'prepack', models.prepacked),
+                              ('bf16', 'bf16', models.bf16)):
+        if peers:
+            row.update(
+                peer_fields(times, kind, gain, flops_speedup, seed=seed))
+    print_log(
+        f'{setting} batch {batch}, {row["threads"]} threads: rate '
+        f'{measured:.3f}, speedup {row["speedup"]:.3f} '
+        f'{row["speedup_ci"]} (FLOPs bound {flops_speedup:.3f}), vs the '
+        f'reference gather {row["dyt_vs_reference"]:.3f}',
+        logger='current')
+    return row
