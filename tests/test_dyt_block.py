@@ -191,7 +191,7 @@ def test_drop_path_keeps_the_straight_through_gradient():
 def test_sites_table_is_the_one_definition():
     """The block's dispatchers, its mask order and the backbone's sites all
     come from DISPATCH_SITES."""
-    from mmdyt.models.dyt_block import DISPATCH_SITES
+    from mmdyt.models.layers.dyt_block import DISPATCH_SITES
     for dispatch, sites in DISPATCH_SITES.items():
         block = make_block(dispatch)
         assert block.dispatch_sites == sites
@@ -208,7 +208,7 @@ def test_unknown_dispatch():
 
 @pytest.mark.parametrize('rate', [0.5, 1.0])
 def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
-    from mmdyt.models.sparse_ops import active_index, gathered_residual
+    from mmdyt.models.layers.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()
@@ -229,7 +229,7 @@ def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
 
 @pytest.mark.parametrize('rate', [0.0, 0.5, 1.0])
 def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
-    from mmdyt.models.sparse_ops import active_index, gathered_residual
+    from mmdyt.models.layers.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()

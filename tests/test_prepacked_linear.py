@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyt.models import DyTViT
-from mmdyt.models.prepacked_linear import (PrepackedLinear, add_linear_,
+from mmdyt.models.layers.prepacked_linear import (PrepackedLinear, add_linear_,
                                            prepack_block)
 
 

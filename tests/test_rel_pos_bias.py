@@ -4,7 +4,7 @@ import torch
 
 from helpers import fixed_decisions, tiny_dyt_vit
 from mmdyt.models.backbones.vit_weights import adapter_only_entries
-from mmdyt.models.rel_pos_bias import RelativePositionBias
+from mmdyt.models.layers.rel_pos_bias import RelativePositionBias
 
 
 def beit_index(height, width):

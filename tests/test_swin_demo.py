@@ -139,7 +139,7 @@ def test_dispatch_masks_of_all_stages_on_the_first_grid(demo_swin):
     """An odd size (partial patches and windows padded): every stage's
     decisions repeated over the first-stage tokens they cover; the rate is
     that of the masks as they are."""
-    from mmdyt.models.dispatcher import mean_rate
+    from mmdyt.models.layers.dispatcher import mean_rate
     from mmseg.structures import SegDataSample
     _, cfg, _ = demo_swin
     backbone = build_backbone(cfg)

@@ -34,8 +34,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
-from .adapters import MoEAdapter
-from .dyt_block import SITES
+from .layers.adapters import MoEAdapter
+from .layers.dyt_block import SITES
 
 #: FLOPs per element of an affine LayerNorm (fvcore's and mmengine's rule).
 NORM_FLOPS_PER_ELEMENT = 5

@@ -54,7 +54,7 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from mmdyt.models import DyTViT
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
 from benchmark_peers import (AutocastPeer, IdealSliceDyT, ReferenceGatherDyT,
                              compile_for_benchmark, prepacked_copy)

@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmdyt.models import DyTViT
-from mmdyt.models.prepacked_linear import BLOCK_LINEARS, prepack_block
+from mmdyt.models.layers.prepacked_linear import BLOCK_LINEARS, prepack_block
 from mmdyt.utils.torch_compat import (COMPILE_ONE_GRAPH, TORCH_FEATURES,
                                       torch_at_least)
 

@@ -37,7 +37,7 @@ from mmengine.config import Config
 from benchmark_models import (format_markdown, ratio_fields,
                               set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 from model_flops import model_flops_report
 from model_inputs import clip_len_of, init_task_model
 from model_twins import adapter_only_twin, randomize_adapters, without_adapters

@@ -47,7 +47,7 @@ from benchmark_models import (PRESETS, build_benchmark_models,  # noqa: E402
                               format_markdown, ratio_fields,
                               set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone  # noqa: E402
-from mmdyt.models.dispatcher import mean_rate  # noqa: E402
+from mmdyt.models.layers.dispatcher import mean_rate  # noqa: E402
 from mmdyt.models.flops import dyt_vit_flops  # noqa: E402
 from onnx_export import TensorModel, export_onnx  # noqa: E402
 from onnx_runtime import ExportedModel  # noqa: E402

@@ -10,9 +10,9 @@ from torch import Tensor
 from mmdyt.registry import build_model, register
 from mmdyt.utils.args import suggest_unknown_arguments
 from mmdyt.utils.torch_compat import is_compiling
-from ..dispatcher import TokenDispatcher
-from ..dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
-from ..sparse_ops import active_index, gathered_residual
+from ..layers.dispatcher import TokenDispatcher
+from ..layers.dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
+from ..layers.sparse_ops import active_index, gathered_residual
 from .dispatch_api import DispatchAPIMixin
 from .vit_weights import (is_dyt_param, keep_frozen_weights,
                           strip_frozen_weights)

@@ -14,9 +14,9 @@ from mmdyt.registry import LIBRARIES, library_registry, register
 from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
 from mmdyt.utils.torch_compat import is_compiling
-from ..dispatcher import TokenDispatcher
-from ..dyt_block import DyTBlock, check_dispatch
-from ..prepacked_linear import prepack_block
+from ..layers.dispatcher import TokenDispatcher
+from ..layers.dyt_block import DyTBlock, check_dispatch
+from ..layers.prepacked_linear import prepack_block
 from .dispatch_api import DispatchAPIMixin
 from .timm_arch import timm_arch_kwargs
 from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
@@ -165,7 +165,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             ``frozen=True``. Defaults to False.
         prepack_weights (bool): Pre-pack the weights of the pre-trained
             attention and MLP projections for oneDNN
-            (:class:`~mmdyt.models.prepacked_linear.PrepackedLinear`):
+            (:class:`~mmdyt.models.layers.prepacked_linear.PrepackedLinear`):
             faster CPU float32 inference where a matmul has up to 512
             tokens (one 224 x 224 image; BENCHMARKS.md, section 3). It
             costs one more copy of those weights in memory, and results

@@ -359,7 +359,7 @@ class DyTBlock(BaseModule):
         for the scatter, and with every token active ``fc2`` is an
         ``addmm_`` into it (no buffer for its output, no separate add), or
         with a pre-packed ``fc2`` one oneDNN matmul-and-add
-        (:func:`~mmdyt.models.prepacked_linear.add_linear_`).
+        (:func:`~mmdyt.models.layers.prepacked_linear.add_linear_`).
         """
         inplace = not (torch.is_grad_enabled() and x.requires_grad)
         adapter = self.mlp_adapter
