@@ -9,10 +9,9 @@ from torch import Tensor
 
 from mmdyt.registry import build_model, register
 from mmdyt.utils.args import suggest_unknown_arguments
-from mmdyt.utils.torch_compat import is_compiling
 from ..layers.dispatcher import TokenDispatcher
 from ..layers.dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
-from ..layers.sparse_ops import active_index, gathered_residual
+from ..layers.sparse_ops import gathered_mlp_update
 from .dispatch_api import DispatchAPIMixin
 from .vit_weights import (is_dyt_param, keep_frozen_weights,
                           strip_frozen_weights)
@@ -99,21 +98,7 @@ class DyTSwinBlock(SwinBlock):
             update = self.mlp_update(x)
             out = x + (update if mask is None else update * mask[..., None])
             return out if adapter is None else adapter.add_to(out, x)
-        inplace = not (torch.is_grad_enabled() and x.requires_grad)
-
-        def residual() -> Tensor:
-            if adapter is not None:
-                return adapter.add_to(x, x, inplace=inplace)
-            return x if inplace else x.clone()
-
-        if mask is not None:
-            index = active_index(mask)
-            # every token active (known in eager mode only): no gather
-            if is_compiling() or index.numel() < mask.numel():
-                return gathered_residual(x, index, self.mlp_update,
-                                         residual)
-        update = self.mlp_update(x)
-        return residual().add_(update)
+        return gathered_mlp_update(x, mask, self.mlp_update, adapter)
 
     def forward_with_masks(self, x: Tensor, hw_shape: Tuple[int, int],
                            complete: bool = False
