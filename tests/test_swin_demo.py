@@ -13,8 +13,8 @@ from mmengine.config import Config
 
 from helpers import config_path, load_tool, make_seg_data, save_model
 from mmdyt.models import DyTSwinTransformer
-from mmdyt.models.backbones.vit_weights import (adapter_only_entries,
-                                                is_dyt_param)
+from mmdyt.models.backbones.frozen_backbone import (adapter_only_entries,
+                                                    is_dyt_param)
 from mmdyt.models.dispatch_record import predict_with_dispatch
 from model_twins import randomize_adapters
 
