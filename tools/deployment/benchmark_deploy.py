@@ -48,7 +48,7 @@ from benchmark_models import (PRESETS, build_benchmark_models,  # noqa: E402
                               set_activation_rate, time_interleaved)
 from mmdyt.engine import find_dyt_backbone  # noqa: E402
 from mmdyt.models.layers.dispatcher import mean_rate  # noqa: E402
-from mmdyt.models.flops import dyt_vit_flops  # noqa: E402
+from mmdyt.models.flops import backbone_flops  # noqa: E402
 from onnx_export import TensorModel, export_onnx  # noqa: E402
 from onnx_runtime import ExportedModel  # noqa: E402
 
@@ -130,8 +130,8 @@ def _flops_bound(backbone: nn.Module, twins: Dict[str, nn.Module],
         report = model_flops_report(dyt.model, sample, rates, 'set', batch)
         return report.whole('dense') / report.whole('dyt')
     size = tuple(sample[-2:])
-    return (dyt_vit_flops(backbone, size, with_dyt=False).total /
-            dyt_vit_flops(backbone, size, rates).total)
+    return (backbone_flops(backbone, size, with_dyt=False).total /
+            backbone_flops(backbone, size, rates).total)
 
 
 def _check_outputs(name: str, runtime_out: List[np.ndarray],
