@@ -5,11 +5,13 @@ position-embedding resampling."""
 from .adapters import Adapter, MoEAdapter
 from .dispatcher import TokenDispatcher
 from .dyt_block import DISPATCH_MODES, DyTBlock
+from .pos_embed import resample_pos_embed
 from .prepacked_linear import PrepackedLinear
 from .rel_pos_bias import RelativePositionBias
 from .window_attention import WindowAttention
 
 __all__ = [
     'Adapter', 'MoEAdapter', 'TokenDispatcher', 'DyTBlock', 'DISPATCH_MODES',
-    'PrepackedLinear', 'RelativePositionBias', 'WindowAttention'
+    'PrepackedLinear', 'RelativePositionBias', 'WindowAttention',
+    'resample_pos_embed'
 ]
