@@ -241,6 +241,33 @@ def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
     assert out.data_ptr() == storage
 
 
+@pytest.mark.parametrize('rate', [0.0, 0.5, 1.0, None])
+@pytest.mark.parametrize('with_adapter', [False, True])
+def test_gathered_mlp_update_is_the_masked_update(rate, with_adapter):
+    """The one gathered evaluation MLP of DyTBlock and DyTSwinBlock:
+    ``x + mask * mlp(x) + adapter(x)``, in place into ``x`` unless autograd
+    needs ``x``."""
+    from mmdyt.models.layers import Adapter
+    from mmdyt.models.layers.sparse_ops import gathered_mlp_update
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    mask = None if rate is None else (torch.rand(2, 6) < rate).float()
+    adapter = Adapter(4, bottleneck=2).eval() if with_adapter else None
+    with torch.no_grad():
+        if adapter is not None:
+            adapter.up.weight.normal_()
+        expected = x + torch.tanh(x) * (1 if mask is None else
+                                        mask[..., None])
+        if adapter is not None:
+            expected = adapter.add_to(expected, x)
+        out = gathered_mlp_update(x.clone(), mask, torch.tanh, adapter)
+    torch.testing.assert_close(out, expected)
+    leaf = x.clone().requires_grad_()
+    out = gathered_mlp_update(leaf, mask, torch.tanh, adapter)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(leaf.detach(), x)  # autograd: not in place
+
+
 @pytest.mark.parametrize('dispatch', [None, 'mlp', 'attn_mlp', 'layer'])
 def test_evaluation_with_autograd_is_not_broken_by_in_place_updates(dispatch):
     """Evaluation adds updates into the block's own stream in place; with a
