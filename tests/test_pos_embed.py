@@ -25,6 +25,7 @@ def reference(pos_embed, new_grid, prefix, old_grid):
 @pytest.mark.parametrize('old_grid,new_grid', [((4, 4), (2, 2)),
                                                ((4, 4), (32, 48)),
                                                ((3, 5), (7, 3)),
+                                               ((2, 8), (4, 4)),
                                                ((14, 14), (24, 24))])
 def test_resample_is_the_bicubic_reference(dtype, prefix, old_grid,
                                            new_grid):

@@ -6,6 +6,8 @@ input sizes, and the adapter merge tool use it.
 """
 from typing import Optional, Tuple
 
+import torch
+import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
@@ -21,7 +23,8 @@ def resample_pos_embed(pos_embed: Tensor,
 
     timm's ``resample_abs_pos_embed`` with ``antialias=False``: the patch
     entries are interpolated as a ``C``-channel image, bicubic with
-    ``align_corners=False`` and no anti-aliasing, as the authors' public
+    ``align_corners=False`` (``F.interpolate``'s default, which the timm
+    versions mmdyt supports use) and no anti-aliasing, as the authors' public
     release (and BEiT / mmseg) do for ViT checkpoints (timm anti-aliases by
     default, which changes the cubic kernel even when upsampling). This
     wrapper checks the table against its grid first.
@@ -51,14 +54,35 @@ def resample_pos_embed(pos_embed: Tensor,
             'embed_dims)')
     if old_grid == new_grid:
         return pos_embed
+    if new_grid[0] == new_grid[1] and \
+            new_grid[0] * new_grid[1] == num_patches:
+        # a non-square grid to a square one of as many patches, which timm
+        # before 1.0.29 returns as it is (it ignores old_size there)
+        return _resample_patch_entries(pos_embed, old_grid, new_grid,
+                                       num_prefix_tokens)
     return resample_abs_pos_embed(
         pos_embed,
         new_size=list(new_grid),
         old_size=list(old_grid),
         num_prefix_tokens=num_prefix_tokens,
         interpolation='bicubic',
-        antialias=False,
-        align_corners=False)
+        antialias=False)
+
+
+def _resample_patch_entries(pos_embed: Tensor, old_grid: Tuple[int, int],
+                            new_grid: Tuple[int, int],
+                            num_prefix_tokens: int) -> Tensor:
+    """What timm's ``resample_abs_pos_embed(..., antialias=False)``
+    computes (since 1.0.29 in every case), step by step."""
+    prefix, patches = pos_embed.split(
+        [num_prefix_tokens, pos_embed.shape[1] - num_prefix_tokens], 1)
+    channels = pos_embed.shape[2]
+    grid = patches.reshape(1, *old_grid, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode='bicubic',
+                         antialias=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, -1, channels).to(
+        pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)
 
 
 def has_cls_entry(pos_embed: Tensor) -> bool:
