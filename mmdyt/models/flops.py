@@ -49,7 +49,7 @@ NORM_FLOPS_PER_ELEMENT = 5
 
 @dataclass
 class FlopsReport:
-    """FLOPs (multiply-accumulates) of one image through a DyTViT.
+    """FLOPs (multiply-accumulates) of one image through a DyT backbone.
 
     Attributes:
         patch_embed (float): The patch embedding.
