@@ -56,8 +56,9 @@ def resample_pos_embed(pos_embed: Tensor,
         return pos_embed
     if new_grid[0] == new_grid[1] and \
             new_grid[0] * new_grid[1] == num_patches:
-        # a non-square grid to a square one of as many patches, which timm
-        # before 1.0.29 returns as it is (it ignores old_size there)
+        # a non-square grid to a square one of as many patches, which older
+        # timm (1.0.16 to 1.0.28 at least; 1.0.31 resamples it) returns as
+        # it is: it ignores old_size there
         return _resample_patch_entries(pos_embed, old_grid, new_grid,
                                        num_prefix_tokens)
     return resample_abs_pos_embed(
@@ -73,7 +74,7 @@ def _resample_patch_entries(pos_embed: Tensor, old_grid: Tuple[int, int],
                             new_grid: Tuple[int, int],
                             num_prefix_tokens: int) -> Tensor:
     """What timm's ``resample_abs_pos_embed(..., antialias=False)``
-    computes (since 1.0.29 in every case), step by step."""
+    computes (timm 1.0.31 in every case), step by step."""
     prefix, patches = pos_embed.split(
         [num_prefix_tokens, pos_embed.shape[1] - num_prefix_tokens], 1)
     channels = pos_embed.shape[2]
