@@ -1,8 +1,10 @@
-"""mmdyt: Dynamic Tuning (DyT, NeurIPS 2024) for OpenMMLab dense prediction
-and video.
+"""mmdyt: Dynamic Tuning (DyT, NeurIPS 2024) for OpenMMLab semantic
+segmentation (mmseg), object detection (mmdet) and video recognition
+(mmaction2).
 
 Importing the package fixes known upstream breakages (:mod:`mmdyt.compat`)
-and registers mmdyt's modules in mmseg's and mmaction2's registries.
+and registers mmdyt's modules in mmseg's, mmdet's and mmaction2's
+registries.
 """
 from . import compat
 

@@ -7,7 +7,7 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmdyt.models.dispatcher import TokenDispatcher
+from mmdyt.models.layers.dispatcher import TokenDispatcher
 from mmdyt.registry import register
 
 

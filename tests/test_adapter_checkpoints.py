@@ -8,8 +8,8 @@ from mmengine.runner import load_checkpoint
 
 from helpers import REPO_ROOT, run_tool_here, seg_demo_env, work_dir_log
 from mmdyt.models import DyTViT
-from mmdyt.models.backbones.dyt_vit import is_dyt_param
-from mmdyt.models.backbones.vit_weights import adapter_only_entries
+from mmdyt.models.backbones.frozen_backbone import is_dyt_param
+from mmdyt.models.backbones.frozen_backbone import adapter_only_entries
 from merge_adapter_checkpoint import merge_adapter_checkpoint
 
 TINY = dict(arch='tiny', img_size=32, patch_size=8, out_indices=(1, 3),

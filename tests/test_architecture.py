@@ -137,8 +137,9 @@ def test_nothing_in_mmdyt_imports_the_tools():
 
 
 def test_weights_are_read_in_one_module():
-    """Only vit_weights.py reads checkpoint files in the models, engine and
-    datasets (compat.py only allow-lists what torch.load may unpickle)."""
+    """Only checkpoint_loading.py reads checkpoint files in the models,
+    engine and datasets (compat.py only allow-lists what torch.load may
+    unpickle)."""
     readers = []
     for name, path in package_modules().items():
         if name == 'mmdyt.compat':
@@ -146,7 +147,7 @@ def test_weights_are_read_in_one_module():
         text = open(path).read()
         if 'CheckpointLoader' in text or 'torch.load(' in text:
             readers.append(name)
-    assert readers == ['mmdyt.models.backbones.vit_weights']
+    assert readers == ['mmdyt.models.backbones.checkpoint_loading']
 
 
 # ------------------------------------------------------------------ tools

@@ -10,8 +10,8 @@ from mmengine.registry import init_default_scope
 
 from helpers import REPO_ROOT, run_tool_here
 from mmdyt.models import DyTViT, TokenDispatcher
-from mmdyt.models.backbones.vit_weights import (check_checkpoint_file,
-                                                read_state_dict)
+from mmdyt.models.backbones.checkpoint_loading import (check_checkpoint_file,
+                                                       read_state_dict)
 
 TINY = dict(arch='tiny', img_size=32)
 

@@ -191,7 +191,7 @@ def test_drop_path_keeps_the_straight_through_gradient():
 def test_sites_table_is_the_one_definition():
     """The block's dispatchers, its mask order and the backbone's sites all
     come from DISPATCH_SITES."""
-    from mmdyt.models.dyt_block import DISPATCH_SITES
+    from mmdyt.models.layers.dyt_block import DISPATCH_SITES
     for dispatch, sites in DISPATCH_SITES.items():
         block = make_block(dispatch)
         assert block.dispatch_sites == sites
@@ -208,7 +208,7 @@ def test_unknown_dispatch():
 
 @pytest.mark.parametrize('rate', [0.5, 1.0])
 def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
-    from mmdyt.models.sparse_ops import active_index, gathered_residual
+    from mmdyt.models.layers.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()
@@ -229,7 +229,7 @@ def test_gathered_residual_adds_into_the_given_residual_in_place(rate):
 
 @pytest.mark.parametrize('rate', [0.0, 0.5, 1.0])
 def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
-    from mmdyt.models.sparse_ops import active_index, gathered_residual
+    from mmdyt.models.layers.sparse_ops import active_index, gathered_residual
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4)
     mask = (torch.rand(2, 6) < rate).float()
@@ -239,6 +239,33 @@ def test_gathered_residual_reads_x_before_the_residual_updates_it(rate):
                             residual=lambda: x.mul_(2))
     torch.testing.assert_close(out, expected)
     assert out.data_ptr() == storage
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.5, 1.0, None])
+@pytest.mark.parametrize('with_adapter', [False, True])
+def test_gathered_mlp_update_is_the_masked_update(rate, with_adapter):
+    """The one gathered evaluation MLP of DyTBlock and DyTSwinBlock:
+    ``x + mask * mlp(x) + adapter(x)``, in place into ``x`` unless autograd
+    needs ``x``."""
+    from mmdyt.models.layers import Adapter
+    from mmdyt.models.layers.sparse_ops import gathered_mlp_update
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    mask = None if rate is None else (torch.rand(2, 6) < rate).float()
+    adapter = Adapter(4, bottleneck=2).eval() if with_adapter else None
+    with torch.no_grad():
+        if adapter is not None:
+            adapter.up.weight.normal_()
+        expected = x + torch.tanh(x) * (1 if mask is None else
+                                        mask[..., None])
+        if adapter is not None:
+            expected = adapter.add_to(expected, x)
+        out = gathered_mlp_update(x.clone(), mask, torch.tanh, adapter)
+    torch.testing.assert_close(out, expected)
+    leaf = x.clone().requires_grad_()
+    out = gathered_mlp_update(leaf, mask, torch.tanh, adapter)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(leaf.detach(), x)  # autograd: not in place
 
 
 @pytest.mark.parametrize('dispatch', [None, 'mlp', 'attn_mlp', 'layer'])

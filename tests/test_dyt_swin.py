@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 from helpers import config_path
 from mmdyt.models import DyTSwinTransformer
-from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.models.flops import dyt_swin_flops
 from mmdyt_tools.twins import randomize_adapters
 
 #: A small Swin: four stages, 2 blocks each, window 7.
@@ -94,13 +94,13 @@ def test_flops_model_equals_mmengine_counter():
     from mmdyt_tools.flops import count_flops  # mmengine's, with mmdyt's ops
     _, model = swin_pair(dispatch=None)  # every token computed
     x = torch.randn(1, 3, 98, 126)
-    assert dyt_vit_flops(model, (98, 126)).total == pytest.approx(
+    assert dyt_swin_flops(model, (98, 126)).total == pytest.approx(
         count_flops(model, x), rel=1e-6)
 
 
 def test_swin_b_table_17_flops_and_trainable_parameters():
     model = DyTSwinTransformer(**SWIN_B, out_indices=(3, ))
-    dense = dyt_vit_flops(model, (224, 224), with_dyt=False).total / 1e9
+    dense = dyt_swin_flops(model, (224, 224), with_dyt=False).total / 1e9
     assert dense == pytest.approx(15.40, rel=0.01)  # Table 17's full model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable / 1e6 == pytest.approx(1.55, rel=0.02)  # Table 17
@@ -109,8 +109,8 @@ def test_swin_b_table_17_flops_and_trainable_parameters():
     ffn = 24 * 3136 * 128 * 2 * 512
     norms = sum(depth * 3136 // 4**i * 128 * 2**i * 5
                 for i, depth in enumerate((2, 2, 18, 2)))
-    all_tokens = dyt_vit_flops(model, (224, 224)).total
-    rate_half = dyt_vit_flops(model, (224, 224), [0.5] * 24).total
+    all_tokens = dyt_swin_flops(model, (224, 224)).total
+    rate_half = dyt_swin_flops(model, (224, 224), [0.5] * 24).total
     assert all_tokens - rate_half == pytest.approx(0.5 * (ffn + norms),
                                                    rel=1e-9)
     assert round(rate_half / 1e9, 2) == 10.93  # docs/en/benchmarks/flops.md
@@ -209,7 +209,7 @@ def test_rate_meter_threshold_and_flops_work_for_swin():
     assert len(rates) == 8 and meter.num_images == 2
     assert sum(rates) / 8 == pytest.approx(model.activation_rate())
     assert meter.flops() == pytest.approx(
-        2 * dyt_vit_flops(model, (64, 96), rates).total)
+        2 * dyt_swin_flops(model, (64, 96), rates).total)
     model.set_dispatch_threshold(0.9)  # the cost knob: fewer tokens
     with torch.no_grad():
         model(x)

@@ -186,7 +186,7 @@ def test_pos_embed_resampling_is_the_releases_bicubic(tmp_path):
     torch.testing.assert_close(model.pos_embed[:, :1].detach(),
                                table[:, :1], rtol=0, atol=0)
     # at run time, other sizes resample the model's own table the same way
-    from mmdyt.models.backbones.vit_weights import resample_pos_embed
+    from mmdyt.models.layers.pos_embed import resample_pos_embed
     wide = resample_pos_embed(model.pos_embed, (32, 48), 1)
     assert wide.shape == (1, 1 + 32 * 48, 192)
     with pytest.raises(ValueError, match='expected .1, prefix . 5.5'):

@@ -317,3 +317,16 @@ def test_vitdet_b_backbone_and_simple_fpn_are_the_papers_554_86():
                        ((torch.randn(1, 768, 64, 64), ), ))
     assert (dense + neck) / 1e9 == pytest.approx(554.86, rel=0.02)
     assert (dense + neck) / 1e9 == pytest.approx(555.12, abs=0.01)
+
+
+def test_backbone_flops_dispatches_on_the_type():
+    """backbone_flops is the FLOPs function of the backbone's type."""
+    from mmdyt.models import DyTSwinTransformer
+    from mmdyt.models.flops import backbone_flops, dyt_swin_flops
+    vit = DyTViT(arch='tiny', img_size=32)
+    assert backbone_flops(vit, (32, 32)) == dyt_vit_flops(vit, (32, 32))
+    swin = DyTSwinTransformer(embed_dims=32, depths=(2, 2), num_heads=(1, 2),
+                              out_indices=(0, 1))
+    assert backbone_flops(swin, (64, 64)) == dyt_swin_flops(swin, (64, 64))
+    with pytest.raises(TypeError, match='no FLOPs model for Linear'):
+        backbone_flops(torch.nn.Linear(2, 2), (32, 32))

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from helpers import (TINY, config_path, make_video, save_model,
                      shrink_seg_recipe)
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 
 
 def image(tmp_path, size=96):

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyt.models import DyTLoss, DyTViT, distill_loss, rate_loss
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 from mmdyt.models.losses import block_floor_loss, build_dyt_loss
 
 SMALL = dict(

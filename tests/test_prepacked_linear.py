@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyt.models import DyTViT
-from mmdyt.models.prepacked_linear import (PrepackedLinear, add_linear_,
-                                           prepack_block)
+from mmdyt.models.layers.prepacked_linear import (PrepackedLinear,
+                                                  add_linear_, prepack_block)
 
 
 def make_layer(bias=True, max_rows=None):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from helpers import fixed_decisions, tiny_dyt_vit
-from mmdyt.models.backbones.vit_weights import adapter_only_entries
-from mmdyt.models.rel_pos_bias import RelativePositionBias
+from mmdyt.models.backbones.frozen_backbone import adapter_only_entries
+from mmdyt.models.layers.rel_pos_bias import RelativePositionBias
 
 
 def beit_index(height, width):

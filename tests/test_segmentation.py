@@ -127,7 +127,7 @@ def test_rate_loss_uses_the_dynamic_masks_whatever_the_teacher_does():
     model.backbone.register_mask_hook(lambda masks, x: student.append(masks))
     losses = model.loss(**data)
     assert len(student) == 1  # the teacher pass reports no masks
-    from mmdyt.models.dispatcher import mean_rate
+    from mmdyt.models.layers.dispatcher import mean_rate
     rate = mean_rate(student[0])
     assert float(rate) < 1  # some tokens skipped
     assert losses['act_rate'] == pytest.approx(float(rate))

@@ -13,8 +13,8 @@ from mmengine.config import Config
 
 from helpers import config_path, load_tool, make_seg_data, save_model
 from mmdyt.models import DyTSwinTransformer
-from mmdyt.models.backbones.vit_weights import (adapter_only_entries,
-                                                is_dyt_param)
+from mmdyt.models.backbones.frozen_backbone import (adapter_only_entries,
+                                                    is_dyt_param)
 from mmdyt.models.dispatch_record import predict_with_dispatch
 from mmdyt_tools.twins import randomize_adapters
 
@@ -139,7 +139,7 @@ def test_dispatch_masks_of_all_stages_on_the_first_grid(demo_swin):
     """An odd size (partial patches and windows padded): every stage's
     decisions repeated over the first-stage tokens they cover; the rate is
     that of the masks as they are."""
-    from mmdyt.models.dispatcher import mean_rate
+    from mmdyt.models.layers.dispatcher import mean_rate
     from mmseg.structures import SegDataSample
     _, cfg, _ = demo_swin
     backbone = build_backbone(cfg)

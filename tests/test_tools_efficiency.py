@@ -423,7 +423,7 @@ def test_prepacked_copy_shares_weights_and_dispatch(tiny_models):
     dispatcher bias set on DyT holds for its peer) and compute the same."""
     from mmdyt_tools.benchmark.peers import prepacked_copy
 
-    from mmdyt.models.prepacked_linear import PrepackedLinear
+    from mmdyt.models.layers.prepacked_linear import PrepackedLinear
     models = tiny_models
     dyt = prepacked_copy(models.dyt)
     dense = prepacked_copy(models.dense)

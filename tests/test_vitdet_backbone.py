@@ -6,7 +6,7 @@ from timm.models.vision_transformer_sam import VisionTransformerSAM
 
 from helpers import save_timm_vit, tiny_dyt_vit
 from mmdyt.models import DyTBlock, DyTViT
-from mmdyt.models.window_attention import WindowAttention
+from mmdyt.models.layers.window_attention import WindowAttention
 
 VITDET = dict(with_cls_token=False, window_size=3, global_attn_indexes=(1, ),
               use_rel_pos=True)

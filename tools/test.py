@@ -12,7 +12,7 @@ import os
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from mmdyt.models.backbones.vit_weights import check_checkpoint_file
+from mmdyt.models.backbones.checkpoint_loading import check_checkpoint_file
 from runner_setup import build_runner, finish_distributed, load_config
 
 

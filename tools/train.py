@@ -14,7 +14,7 @@ from typing import Optional
 from mmengine.config import DictAction
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
-from mmdyt.models.backbones.vit_weights import check_checkpoint_file
+from mmdyt.models.backbones.checkpoint_loading import check_checkpoint_file
 from runner_setup import build_runner, load_config
 
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.models.flops import backbone_flops
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -131,6 +131,6 @@ class RateMeter:
             rates = None if complete else [
                 a / t for a, t in zip(stats.active.cpu().tolist(), stats.total)
             ]
-            total += dyt_vit_flops(self.backbone, size,
-                                   rates).total * stats.images
+            total += backbone_flops(self.backbone, size,
+                                    rates).total * stats.images
         return total

@@ -1,13 +1,10 @@
-from .adapters import Adapter, MoEAdapter
 from .backbones import DyTSwinTransformer, DyTViT
-from .dispatcher import TokenDispatcher
 from .detectors import DyTTwoStageDetector
-from .dyt_block import DISPATCH_MODES, DyTBlock
 from .heads import AttentivePoolHead
+from .layers import (DISPATCH_MODES, Adapter, DyTBlock, MoEAdapter,
+                     RelativePositionBias, TokenDispatcher, WindowAttention)
 from .losses import DyTLoss, distill_loss, rate_loss
 from .necks import LN2d, IdentityNorm, SimpleFPN
-from .rel_pos_bias import RelativePositionBias
-from .window_attention import WindowAttention
 from .recognizers import DyTRecognizer3D
 from .segmentors import DyTEncoderDecoder
 

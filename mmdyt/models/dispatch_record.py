@@ -26,7 +26,7 @@ def predict_with_dispatch(backbone: nn.Module,
 
     Each data sample gets the metainfo ``act_rate`` (the mean over the
     dispatchers of the share of its tokens that were computed, as
-    :func:`~mmdyt.models.dispatcher.mean_rate` measures it) and
+    :func:`~mmdyt.models.layers.dispatcher.mean_rate` measures it) and
     ``dispatch_grid`` (the patch grid of the backbone input); with
     ``return_masks``, also the data field ``dispatch_masks``: a bool tensor
     (rows, dispatchers, tokens) with the sample's rows of every forward

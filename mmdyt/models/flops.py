@@ -1,4 +1,8 @@
-"""An analytic FLOPs model of DyTViT at given activation rates.
+"""An analytic FLOPs model of DyT backbones at given activation rates.
+
+:func:`backbone_flops` counts any DyT backbone, dispatching on its type to
+:func:`dyt_vit_flops` (:class:`DyTViT`) or :func:`dyt_swin_flops`
+(:class:`DyTSwinTransformer`).
 
 FLOPs are counted as multiply-accumulates, the convention of fvcore and
 mmengine's counter that the paper's numbers use (ViT-B/16 at 224: 17.58 G),
@@ -30,12 +34,14 @@ A video clip costs its number of frames times the FLOPs of one frame.
 """
 import math
 from dataclasses import dataclass, field
+from functools import singledispatch
 from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
-from .adapters import MoEAdapter
-from .dyt_block import SITES
+from .backbones import DyTSwinTransformer, DyTViT
+from .layers.adapters import MoEAdapter
+from .layers.dyt_block import SITES
 
 #: FLOPs per element of an affine LayerNorm (fvcore's and mmengine's rule).
 NORM_FLOPS_PER_ELEMENT = 5
@@ -43,7 +49,7 @@ NORM_FLOPS_PER_ELEMENT = 5
 
 @dataclass
 class FlopsReport:
-    """FLOPs (multiply-accumulates) of one image through a DyTViT.
+    """FLOPs (multiply-accumulates) of one image through a DyT backbone.
 
     Attributes:
         patch_embed (float): The patch embedding.
@@ -98,11 +104,39 @@ def _grid_attention_flops(block: nn.Module, grid: Tuple[int, int],
     return flops
 
 
+@singledispatch
+def backbone_flops(backbone: nn.Module,
+                   img_size: Tuple[int, int],
+                   rates: Optional[Sequence[float]] = None,
+                   with_dyt: bool = True) -> FlopsReport:
+    """FLOPs of one image (or frame) through a DyT backbone: the FLOPs
+    function of its type (:func:`dyt_vit_flops`, :func:`dyt_swin_flops`).
+
+    Args:
+        backbone (DyTViT | DyTSwinTransformer): The model (its structure is
+            read, not run).
+        img_size (tuple[int, int]): Input height and width.
+        rates (Sequence[float], optional): Activation rate of every
+            dispatcher, in the backbone's ``dispatch_sites`` order. None
+            means every token is computed. Defaults to None.
+        with_dyt (bool): Count adapters and dispatchers. Defaults to True.
+
+    Returns:
+        FlopsReport: The FLOPs of the patch embedding and of each block.
+
+    Raises:
+        TypeError: For a backbone with no FLOPs model.
+    """
+    raise TypeError(f'no FLOPs model for {type(backbone).__name__}: '
+                    'backbone_flops counts DyTViT and DyTSwinTransformer')
+
+
+@backbone_flops.register(DyTViT)
 def dyt_vit_flops(backbone: nn.Module,
                   img_size: Tuple[int, int],
                   rates: Optional[Sequence[float]] = None,
                   with_dyt: bool = True) -> FlopsReport:
-    """FLOPs of one image (or frame) through ``backbone``.
+    """FLOPs of one image (or frame) through a :class:`DyTViT`.
 
     Args:
         backbone (DyTViT): The model (its structure is read, not run).
@@ -124,8 +158,6 @@ def dyt_vit_flops(backbone: nn.Module,
         ...       2)
         17.58
     """
-    if hasattr(backbone, 'stages'):  # a DyTSwinTransformer
-        return dyt_swin_flops(backbone, img_size, rates, with_dyt)
     channels = backbone.embed_dims
     hidden = backbone.arch_settings['feedforward_channels']
     patch = backbone.patch_size
@@ -179,6 +211,7 @@ def _site_rates(backbone: nn.Module,
     return dict(zip(sites, rates))
 
 
+@backbone_flops.register(DyTSwinTransformer)
 def dyt_swin_flops(backbone: nn.Module,
                    img_size: Tuple[int, int],
                    rates: Optional[Sequence[float]] = None,

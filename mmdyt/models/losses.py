@@ -8,7 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdyt.utils.args import suggest_unknown_arguments
-from .dispatcher import mean_rate
+from .layers.dispatcher import mean_rate
 
 
 def rate_loss(masks: Sequence[Tensor], target: float) -> Tensor:

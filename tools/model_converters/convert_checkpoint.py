@@ -20,7 +20,7 @@ import pprint
 import torch
 
 import mmdyt  # noqa: F401  (compat fixes)
-from mmdyt.models.backbones.vit_weights import read_state_dict
+from mmdyt.models.backbones.checkpoint_loading import read_state_dict
 from vit_layouts import SOURCE_FORMATS, convert_vit_checkpoint
 
 

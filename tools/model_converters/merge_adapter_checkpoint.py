@@ -21,14 +21,14 @@ from typing import Dict, Optional
 import torch
 
 import mmdyt  # noqa: F401  (compat fixes)
-from mmdyt.models.backbones.vit_weights import (adapter_only_entries,
-                                                base_fingerprint,
-                                                fingerprints_match,
-                                                read_checkpoint,
-                                                read_state_dict,
-                                                resample_pos_embed,
-                                                strip_backbone_prefix,
-                                                with_prefix_removed)
+from mmdyt.models.backbones.checkpoint_layouts import (strip_backbone_prefix,
+                                                       with_prefix_removed)
+from mmdyt.models.backbones.checkpoint_loading import (read_checkpoint,
+                                                       read_state_dict)
+from mmdyt.models.backbones.frozen_backbone import (adapter_only_entries,
+                                                    base_fingerprint,
+                                                    fingerprints_match)
+from mmdyt.models.layers.pos_embed import resample_pos_embed
 
 
 def base_weights(path: str, meta: dict) -> dict:

@@ -73,8 +73,8 @@ import torch
 from mmaction.models.backbones.vit_mae import get_sinusoid_encoding
 from torch import Tensor
 
-from mmdyt.models.backbones.vit_weights import (detect_layout,
-                                                strip_backbone_prefix)
+from mmdyt.models.backbones.checkpoint_layouts import (detect_layout,
+                                                       strip_backbone_prefix)
 
 #: Layouts :func:`convert_vit_checkpoint` reads.
 SOURCE_FORMATS = ('mmseg-vit', 'mmpretrain-vit', 'mmseg-mae', 'mae',

@@ -2,7 +2,7 @@
 
 :class:`DyTViT` and :class:`DyTSwinTransformer` both hold a flat sequence
 ``self.blocks`` of blocks with ``dispatch_sites`` and ``dispatchers()``
-(:data:`~mmdyt.models.dyt_block.DISPATCH_SITES` is the one definition of
+(:data:`~mmdyt.models.layers.dyt_block.DISPATCH_SITES` is the one definition of
 which sites a block has). From it this mixin gives the backbone's dispatch
 sites, dispatchers, mask hooks (statistics, dispatch maps), the threshold
 knob and the activation rate, which the task models, the hooks, the FLOPs
@@ -18,7 +18,7 @@ from torch.utils.hooks import RemovableHandle
 
 from mmdyt.utils.torch_compat import is_exporting
 
-from ..dispatcher import mean_rate
+from ..layers.dispatcher import mean_rate
 
 
 class DispatchAPIMixin:

@@ -9,13 +9,11 @@ from torch import Tensor
 
 from mmdyt.registry import build_model, register
 from mmdyt.utils.args import suggest_unknown_arguments
-from mmdyt.utils.torch_compat import is_compiling
-from ..dispatcher import TokenDispatcher
-from ..dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
-from ..sparse_ops import active_index, gathered_residual
+from ..layers.dispatcher import TokenDispatcher
+from ..layers.dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
+from ..layers.sparse_ops import gathered_mlp_update
 from .dispatch_api import DispatchAPIMixin
-from .vit_weights import (is_dyt_param, keep_frozen_weights,
-                          strip_frozen_weights)
+from .frozen_backbone import FrozenBackboneMixin, is_dyt_param
 
 #: Values of ``dispatch`` a Swin block takes: MLP (FFN) dispatch, the
 #: paper's choice for Swin, or None (the adapter-only baseline).
@@ -99,21 +97,7 @@ class DyTSwinBlock(SwinBlock):
             update = self.mlp_update(x)
             out = x + (update if mask is None else update * mask[..., None])
             return out if adapter is None else adapter.add_to(out, x)
-        inplace = not (torch.is_grad_enabled() and x.requires_grad)
-
-        def residual() -> Tensor:
-            if adapter is not None:
-                return adapter.add_to(x, x, inplace=inplace)
-            return x if inplace else x.clone()
-
-        if mask is not None:
-            index = active_index(mask)
-            # every token active (known in eager mode only): no gather
-            if is_compiling() or index.numel() < mask.numel():
-                return gathered_residual(x, index, self.mlp_update,
-                                         residual)
-        update = self.mlp_update(x)
-        return residual().add_(update)
+        return gathered_mlp_update(x, mask, self.mlp_update, adapter)
 
     def forward_with_masks(self, x: Tensor, hw_shape: Tuple[int, int],
                            complete: bool = False
@@ -135,7 +119,8 @@ class DyTSwinBlock(SwinBlock):
 
 @register('MODELS', scopes=('mmseg', 'mmdet'))
 @suggest_unknown_arguments
-class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
+class DyTSwinTransformer(FrozenBackboneMixin, DispatchAPIMixin,
+                         SwinTransformer):
     """Swin Transformer (mmseg's ``SwinTransformer``) with DyT.
 
     Every ``SwinBlock`` of every stage gets a token dispatcher and an
@@ -191,10 +176,7 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
                  frozen: bool = True,
                  save_trainable_only: bool = False,
                  **kwargs):
-        if save_trainable_only and not frozen:
-            raise ValueError(
-                'save_trainable_only=True needs frozen=True: with '
-                'frozen=False the Swin weights train and must be saved')
+        self._check_frozen_args(frozen, save_trainable_only)
         super().__init__(**kwargs)
         self.dispatch = check_dispatch(dispatch)
         if dispatch not in SWIN_DISPATCH_MODES:
@@ -222,19 +204,8 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
             tuple(size)
         #: Tokens that are never dispatched (a ViT's cls token): none.
         self.num_prefix_tokens = 0
-        self.frozen = frozen
-        self.save_trainable_only = save_trainable_only
-        #: Whether a full set of pre-trained weights was loaded.
-        self._pretrained_loaded = False
-        self._register_state_dict_hook(strip_frozen_weights)
-        self._register_load_state_dict_pre_hook(self._keep_frozen_hook)
+        self._init_frozen_backbone(frozen, save_trainable_only)
         self._init_dispatch_api()
-        if frozen:
-            self._freeze_pretrained()
-
-    def _freeze_pretrained(self) -> None:
-        for name, param in self.named_parameters():
-            param.requires_grad = is_dyt_param(name)
 
     def init_weights(self) -> None:
         """mmseg's initialisation (or its loading of a ``Pretrained``
@@ -276,25 +247,10 @@ class DyTSwinTransformer(DispatchAPIMixin, SwinTransformer):
             'tools/model_converters/swin2mmseg.py SRC DST; otherwise check '
             'embed_dims, depths and num_heads against the checkpoint.')
 
-    def _keep_frozen_hook(self, state_dict: dict, prefix: str,
-                          local_metadata: dict, *args, **kwargs) -> None:
-        """Complete adapter-only state dicts with the frozen base weights
-        this model holds."""
-        keep_frozen_weights(self, state_dict, prefix, local_metadata,
-                            is_dyt_param)
-
-    def load_pretrained(self) -> bool:
-        """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any (the
-        frozen base an adapter-only checkpoint completes itself from).
-
-        Returns:
-            bool: Whether there was one to load.
-        """
-        if not (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            return False
+    def _load_base_checkpoint(self) -> None:
+        """Load the ``Pretrained`` checkpoint of ``init_cfg`` through
+        mmseg's :meth:`init_weights`."""
         self.init_weights()
-        return True
 
     def forward_with_masks(self, x: Tensor, complete: bool = False
                            ) -> Tuple[List[Tensor], List[Tensor]]:

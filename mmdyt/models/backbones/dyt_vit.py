@@ -7,6 +7,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import PatchEmbed, trunc_normal_
+from timm.models.vision_transformer import init_weights_vit_timm
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -14,19 +15,19 @@ from mmdyt.registry import LIBRARIES, library_registry, register
 from mmdyt.utils.args import (check_arguments, check_call_arguments,
                               suggest_unknown_arguments)
 from mmdyt.utils.torch_compat import is_compiling
-from ..dispatcher import TokenDispatcher
-from ..dyt_block import DyTBlock, check_dispatch
-from ..prepacked_linear import prepack_block
+from ..layers.dispatcher import TokenDispatcher
+from ..layers.dyt_block import DyTBlock, check_dispatch
+from ..layers.pos_embed import has_cls_entry, resample_pos_embed
+from ..layers.prepacked_linear import prepack_block
+from .checkpoint_loading import load_vit_checkpoint
 from .dispatch_api import DispatchAPIMixin
+from .frozen_backbone import FrozenBackboneMixin
 from .timm_arch import timm_arch_kwargs
-from .vit_weights import (has_cls_entry, is_dyt_param, keep_frozen_weights,
-                          load_vit_checkpoint, resample_pos_embed,
-                          strip_frozen_weights)
 
 #: ``out_type`` values: what each output of :class:`DyTViT` is.
 OUT_TYPES = ('featmap', 'raw', 'cls_token')
 
-__all__ = ['DyTViT', 'OUT_TYPES', 'is_dyt_param']
+__all__ = ['DyTViT', 'OUT_TYPES']
 
 
 def _registered_model(name: str):
@@ -63,7 +64,7 @@ def check_adapter_and_dispatcher_cfgs(dispatcher_cfg: Optional[dict],
 
 @register('MODELS')
 @suggest_unknown_arguments
-class DyTViT(DispatchAPIMixin, BaseModule):
+class DyTViT(FrozenBackboneMixin, DispatchAPIMixin, BaseModule):
     """Vision Transformer with Dynamic Tuning (DyT, NeurIPS 2024).
 
     A pre-trained ViT (timm parameter names, so timm checkpoints load as they
@@ -161,11 +162,11 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             checkpoint (``init_cfg``) in the state dict's metadata. Loading
             such a checkpoint takes the frozen weights from ``init_cfg``'s
             checkpoint, which ``init_weights()`` loads (see
-            :mod:`~mmdyt.models.backbones.vit_weights`). Needs
+            :mod:`~mmdyt.models.backbones.frozen_backbone`). Needs
             ``frozen=True``. Defaults to False.
         prepack_weights (bool): Pre-pack the weights of the pre-trained
             attention and MLP projections for oneDNN
-            (:class:`~mmdyt.models.prepacked_linear.PrepackedLinear`):
+            (:class:`~mmdyt.models.layers.prepacked_linear.PrepackedLinear`):
             faster CPU float32 inference where a matmul has up to 512
             tokens (one 224 x 224 image; docs/en/benchmarks/speed.md). It
             costs one more copy of those weights in memory, and results
@@ -276,10 +277,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
         if not isinstance(num_reg_tokens, int) or num_reg_tokens < 0:
             raise ValueError(f'num_reg_tokens must be an int >= 0, got '
                              f'{num_reg_tokens!r}')
-        if save_trainable_only and not frozen:
-            raise ValueError(
-                'save_trainable_only=True needs frozen=True: with '
-                'frozen=False every weight trains and is saved')
+        self._check_frozen_args(frozen, save_trainable_only)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
@@ -303,7 +301,6 @@ class DyTViT(DispatchAPIMixin, BaseModule):
         self.window_size = window_size
         self.use_rel_pos = use_rel_pos
         self.with_cp = with_cp
-        self.frozen = frozen
         self.final_norm = final_norm
         self.check_finite = check_finite
         self.num_reg_tokens = num_reg_tokens
@@ -363,14 +360,8 @@ class DyTViT(DispatchAPIMixin, BaseModule):
                 prepack_block(block)
 
         self._init_vit_weights()
-        self.save_trainable_only = save_trainable_only
-        #: Whether a full set of pre-trained weights was loaded.
-        self._pretrained_loaded = False
-        self._register_state_dict_hook(strip_frozen_weights)
-        self._register_load_state_dict_pre_hook(self._keep_frozen_hook)
+        self._init_frozen_backbone(frozen, save_trainable_only)
         self._register_load_state_dict_pre_hook(self._resample_pos_embed_hook)
-        if frozen:
-            self._freeze_pretrained()
         self._init_dispatch_api()
 
     # ----------------------------------------------------------- construction
@@ -409,7 +400,8 @@ class DyTViT(DispatchAPIMixin, BaseModule):
         return sorted(set(result))
 
     def _init_vit_weights(self) -> None:
-        """timm's ViT initialisation, for the pre-trained parts only."""
+        """timm's ViT initialisation (``init_weights_vit_timm``), for the
+        pre-trained parts only."""
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
@@ -417,15 +409,7 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             nn.init.normal_(self.reg_token, std=1e-6)
         for block in self.blocks:
             for module in (*block.attn.modules(), *block.mlp.modules()):
-                if isinstance(module, nn.Linear):
-                    trunc_normal_(module.weight, std=.02)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-
-    def _freeze_pretrained(self) -> None:
-        """Freeze all but the dispatchers and adapters."""
-        for name, param in self.named_parameters():
-            param.requires_grad = is_dyt_param(name)
+                init_weights_vit_timm(module)
 
     def _resample_pos_embed_hook(self, state_dict: dict, prefix: str, *args,
                                  **kwargs) -> None:
@@ -461,26 +445,17 @@ class DyTViT(DispatchAPIMixin, BaseModule):
             f'{self.patch_grid[0]}x{self.patch_grid[1]} patch grid.',
             logger='current')
 
-    def _keep_frozen_hook(self, state_dict: dict, prefix: str,
-                          local_metadata: dict, *args, **kwargs) -> None:
-        """Complete adapter-only state dicts with the frozen base weights
-        this model holds."""
-        keep_frozen_weights(self, state_dict, prefix, local_metadata,
-                            is_dyt_param)
+    def _adapter_only_metadata(self) -> dict:
+        """The position embedding's grid, to resample the base's."""
+        return dict(patch_grid=list(self.patch_grid),
+                    num_prefix_tokens=self.num_prefix_tokens)
 
-    def load_pretrained(self) -> bool:
-        """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any.
-
-        Returns:
-            bool: Whether there was one to load.
-        """
-        if not (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            return False
+    def _load_base_checkpoint(self) -> None:
+        """Load the ``Pretrained`` checkpoint of ``init_cfg`` (a
+        timm-format ViT)."""
         load_vit_checkpoint(
             self, self.init_cfg['checkpoint'],
             prefix=self.init_cfg.get('prefix'))
-        return True
 
     def init_weights(self) -> None:
         """Load the ``Pretrained`` checkpoint of ``init_cfg``, if any."""

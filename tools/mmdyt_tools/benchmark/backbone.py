@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.logging import print_log
 
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
 from mmdyt_tools.benchmark.checks import check_peers
 from mmdyt_tools.benchmark.model_set import BenchmarkModels

@@ -18,7 +18,7 @@ dense ViT.
   :func:`compile_for_benchmark`.
 - ``dense_prepacked`` and ``dyt_prepacked``: the dense ViT and DyT in eager
   mode with their blocks' linear layers pre-packed for oneDNN
-  (:func:`prepacked_copy`, ``mmdyt.models.prepacked_linear``).
+  (:func:`prepacked_copy`, ``mmdyt.models.layers.prepacked_linear``).
 - ``dense_bf16`` and ``dyt_bf16``: the dense ViT and DyT under
   ``torch.autocast`` in bfloat16 (:class:`AutocastPeer`), as ``tools/test.py
   --amp`` runs a model on a CPU.
@@ -33,7 +33,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmdyt.models import DyTViT
-from mmdyt.models.prepacked_linear import BLOCK_LINEARS, prepack_block
+from mmdyt.models.layers.prepacked_linear import BLOCK_LINEARS, prepack_block
 from mmdyt.utils.torch_compat import (COMPILE_ONE_GRAPH, TORCH_FEATURES,
                                       torch_at_least)
 
@@ -189,7 +189,7 @@ def reset_compiled() -> None:
 
 def _is_vit_block(module: nn.Module) -> bool:
     """Whether ``module`` has the linear layers of a ViT block
-    (:data:`~mmdyt.models.prepacked_linear.BLOCK_LINEARS`)."""
+    (:data:`~mmdyt.models.layers.prepacked_linear.BLOCK_LINEARS`)."""
     try:
         return all(
             isinstance(module.get_submodule(name), nn.Linear)
@@ -200,7 +200,7 @@ def _is_vit_block(module: nn.Module) -> bool:
 
 def prepacked_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with the linear layers of each of its ViT blocks
-    pre-packed (:func:`~mmdyt.models.prepacked_linear.prepack_block`).
+    pre-packed (:func:`~mmdyt.models.layers.prepacked_linear.prepack_block`).
 
     The copy shares ``model``'s parameters and buffers (the same tensors):
     the dispatcher biases that ``set_activation_rate`` sets on ``model``

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 from mmdyt.engine import find_dyt_backbone
-from mmdyt.models.dispatcher import mean_rate
-from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.models.layers.dispatcher import mean_rate
+from mmdyt.models.flops import backbone_flops
 from mmdyt_tools.benchmark.machine import cpu_bf16, cpu_model
 from mmdyt_tools.benchmark.models import build_benchmark_models
 from mmdyt_tools.benchmark.presets import PRESETS
@@ -87,8 +87,8 @@ def _flops_bound(backbone: nn.Module, twins: Dict[str, nn.Module],
         report = model_flops_report(dyt.model, sample, rates, 'set', batch)
         return report.whole('dense') / report.whole('dyt')
     size = tuple(sample[-2:])
-    return (dyt_vit_flops(backbone, size, with_dyt=False).total /
-            dyt_vit_flops(backbone, size, rates).total)
+    return (backbone_flops(backbone, size, with_dyt=False).total /
+            backbone_flops(backbone, size, rates).total)
 
 
 def _check_outputs(name: str, runtime_out: List[np.ndarray],

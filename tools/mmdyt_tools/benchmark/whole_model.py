@@ -35,7 +35,7 @@ from torch import Tensor
 from mmengine.config import Config
 
 from mmdyt.engine import find_dyt_backbone
-from mmdyt.models.dispatcher import mean_rate
+from mmdyt.models.layers.dispatcher import mean_rate
 from mmdyt_tools.benchmark.rate import set_activation_rate
 from mmdyt_tools.benchmark.report import format_markdown
 from mmdyt_tools.benchmark.stats import ratio_fields

@@ -18,7 +18,7 @@ tokens stays data dependent in the graph: no fixed top-k.
 
 With ``with_rate`` the graph has a second output, ``act_rate``
 ``(B, dispatchers)``: per input, the share of its tokens each dispatcher
-computed (:func:`~mmdyt.models.dispatcher.mean_rate` is its mean).
+computed (:func:`~mmdyt.models.layers.dispatcher.mean_rate` is its mean).
 """
 import json
 from typing import Dict, List, Optional, Sequence, Tuple

@@ -29,7 +29,7 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from mmdyt.engine import RateMeter, count_parameters, find_dyt_backbone
-from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.models.flops import backbone_flops
 from mmdyt_tools.flops.counter import count_flops
 
 #: Backbone variants of a :class:`ModelFlops`, in table order.
@@ -283,9 +283,9 @@ def model_flops_report(model: nn.Module,
     if rates is not None:
         rates = [float(r) for r in rates]
     flops = {
-        'dense': dyt_vit_flops(backbone, size, with_dyt=False).total,
-        'complete': dyt_vit_flops(backbone, size).total,
-        'dyt': dyt_vit_flops(backbone, size, rates).total,
+        'dense': backbone_flops(backbone, size, with_dyt=False).total,
+        'complete': backbone_flops(backbone, size).total,
+        'dyt': backbone_flops(backbone, size, rates).total,
     }
     parts, inference = head_flops(model, torch.randn(1, *input_shape))
     report = ModelFlops(

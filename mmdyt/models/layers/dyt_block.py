@@ -1,6 +1,6 @@
 """DyTBlock: a ViT block with token dispatch and adapters."""
 from functools import partial
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,8 @@ from mmdyt.utils.torch_compat import (autocast_dtype, autocast_enabled,
 from .dispatcher import TokenDispatcher
 from .prepacked_linear import add_linear_
 from .rel_pos_bias import RelativePositionBias
-from .sparse_ops import active_index, gathered_residual, query_subset_attention
+from .sparse_ops import (active_index, gathered_mlp_update,
+                         query_subset_attention)
 from .window_attention import WindowAttention
 
 #: The dispatch sites of a block for each value of ``dispatch``, in the order
@@ -352,31 +353,15 @@ class DyTBlock(BaseModule):
     def _eval_mlp_part(self, x: Tensor, full: Optional[Tensor]) -> Tensor:
         """``x + full * MLP(LN2(x)) + Adapter(x)`` in evaluation; the MLP
         runs on the active tokens of ``full`` (B, N) only, on every token if
-        it is None.
+        it is None (:func:`~.sparse_ops.gathered_mlp_update`)."""
+        return gathered_mlp_update(x, full, self.mlp_update, self.mlp_adapter,
+                                   dense=partial(self._dense_mlp, x))
 
-        ``x`` is this block's own stream (the attention part's output).
-        Once the MLP and the adapter have read it, their updates are added
-        into it in place (unless autograd needs it): no copy of the stream
-        for the scatter, and with every token active ``fc2`` is an
-        ``addmm_`` into it (no buffer for its output, no separate add), or
-        with a pre-packed ``fc2`` one oneDNN matmul-and-add
-        (:func:`~mmdyt.models.prepacked_linear.add_linear_`).
-        """
-        inplace = not (torch.is_grad_enabled() and x.requires_grad)
-        adapter = self.mlp_adapter
-
-        def residual() -> Tensor:
-            if adapter is not None:
-                return adapter.add_to(x, x, inplace=inplace)
-            return x if inplace else x.clone()
-
-        if full is not None:
-            index = active_index(full)
-            # with every token active (known in eager mode only: a compiled
-            # graph cannot branch on it), the MLP runs on the stream itself,
-            # as without a dispatcher: no gather, no scatter
-            if is_compiling() or index.numel() < full.numel():
-                return gathered_residual(x, index, self.mlp_update, residual)
+    def _dense_mlp(self, x: Tensor, residual: Callable[[], Tensor]) -> Tensor:
+        """``residual() + MLP(LN2(x))`` with every token active: ``fc2`` is
+        an ``addmm_`` into the residual (no buffer for its output, no
+        separate add), or with a pre-packed ``fc2`` one oneDNN
+        matmul-and-add (:func:`~.prepacked_linear.add_linear_`)."""
         if not isinstance(self.ls2, nn.Identity) or \
                 autocast_enabled(x.device.type):
             update = self.mlp_update(x)

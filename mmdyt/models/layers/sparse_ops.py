@@ -7,9 +7,12 @@ formulation used in training to float tolerance.
 from typing import Callable, Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Attention
 from torch import Tensor
+
+from mmdyt.utils.torch_compat import is_compiling
 
 
 def active_index(mask: Tensor) -> Tensor:
@@ -51,6 +54,59 @@ def gathered_residual(x: Tensor,
     if residual is None:
         return flat.index_add(0, index, update).view_as(x)
     return residual().flatten(0, 1).index_add_(0, index, update).view_as(x)
+
+
+def gathered_mlp_update(
+        x: Tensor,
+        mask: Optional[Tensor],
+        mlp_update: Callable[[Tensor], Tensor],
+        adapter: Optional[nn.Module] = None,
+        dense: Optional[Callable[[Callable[[], Tensor]], Tensor]] = None
+) -> Tensor:
+    """``x + mask * mlp_update(x) + adapter(x)`` in evaluation, the MLP
+    run on the active tokens of ``mask`` only: the gathered MLP of a DyT
+    block (:class:`~mmdyt.models.layers.DyTBlock`,
+    :class:`~mmdyt.models.backbones.DyTSwinBlock`).
+
+    ``x`` is the block's own stream (the attention part's fresh output).
+    Once the MLP and the adapter have read it, their updates are added into
+    it in place (unless autograd needs it): no copy of the stream for the
+    scatter. With every token active (known in eager mode only: a compiled
+    graph cannot branch on it), the MLP runs on the stream itself, as
+    without a dispatcher: no gather, no scatter.
+
+    Args:
+        x (Tensor): Tokens (B, N, C).
+        mask (Tensor, optional): The mask of all tokens (B, N), non-zero
+            for active ones; None: every token is active.
+        mlp_update (Callable): The token-wise dense MLP update
+            ``(..., C) -> (..., C)`` in the dtype of its input.
+        adapter (nn.Module, optional): The MLP's adapter (its ``add_to``
+            adds its update of ``x`` into a tensor). Defaults to None.
+        dense (Callable, optional): ``dense(residual)`` computes the
+            result when every token runs the MLP, given the ``residual``
+            callable of :func:`gathered_residual` (e.g. a fused
+            matmul-and-add into it). Defaults to None:
+            ``residual() + mlp_update(x)``.
+
+    Returns:
+        Tensor: The block's output tokens (B, N, C).
+    """
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+
+    def residual() -> Tensor:
+        if adapter is not None:
+            return adapter.add_to(x, x, inplace=inplace)
+        return x if inplace else x.clone()
+
+    if mask is not None:
+        index = active_index(mask)
+        if is_compiling() or index.numel() < mask.numel():
+            return gathered_residual(x, index, mlp_update, residual)
+    if dense is not None:
+        return dense(residual)
+    update = mlp_update(x)
+    return residual().add_(update)
 
 
 def query_subset_attention(attn: Attention,
