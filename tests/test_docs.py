@@ -6,6 +6,7 @@ a broken link or anchor there. ``README.md`` and ``configs/README.md`` lie
 outside its ``docs_dir``, so their relative links are checked here. External
 (http, https, mailto) links are not checked: CI has no network.
 """
+import json
 import os.path as osp
 import re
 
@@ -114,3 +115,53 @@ def test_render_results_renders_every_block():
     with pytest.raises(KeyError):
         render_results.render_text(
             '<!-- results:nope -->\n<!-- /results -->', results)
+
+
+# ------------------------------------------------------------ model zoo
+#: A model-zoo row: its config, then the backbone GFLOPs, model GFLOPs and
+#: parameter cells (the 6th to 8th columns of the recipe tables).
+ZOO_ROW = re.compile(r'^\| \[`configs/(?P<task>[^/`]+)/(?P<name>[^`]+)\.py`\]'
+                     r'(?:[^|]*\|){5}(?P<backbone>[^|]*)\|(?P<model>[^|]*)\|'
+                     r'(?P<params>[^|]*)\|', re.M)
+
+
+def zoo_rows() -> list:
+    with open(osp.join(REPO_ROOT, 'configs', 'README.md'),
+              encoding='utf-8') as f:
+        return list(ZOO_ROW.finditer(f.read()))
+
+
+def zoo_cells(flops: dict) -> tuple:
+    """The model zoo's GFLOPs and parameter cells of a ``get_flops.py``
+    JSON: the backbone and the inference model (backbone + pyramid for a
+    detector) at the DyT rates, trainable / total parameters."""
+    gflops = flops['gflops']
+    model = gflops.get('whole model', gflops.get('backbone + neck'))
+
+    def count(name):
+        total, trainable = flops['params'][name]
+        return f'{trainable / 1e6:.2f}M / {total / 1e6:.2f}M'
+
+    return (f"{gflops['backbone']['dyt']:.2f}", f"{model['dyt']:.2f}",
+            f"backbone {count('backbone')}<br>model {count('model')}")
+
+
+def test_the_model_zoo_states_the_benchmark_json_figures():
+    """Every GFLOPs and parameter figure of the model zoo is the one its
+    ``benchmarks/flops_<task>_<config>.json`` holds; a row without that
+    file shows "—"."""
+    rows = zoo_rows()
+    assert len(rows) >= 15
+    checked = 0
+    for row in rows:
+        path = osp.join(REPO_ROOT, 'benchmarks',
+                        f"flops_{row['task']}_{row['name']}.json")
+        cells = tuple(re.sub(r'\s*\(\d+²\)', '', row[k]).strip()
+                      for k in ('backbone', 'model', 'params'))
+        if not osp.exists(path):
+            assert cells == ('—', '—', '—'), row['name']
+            continue
+        with open(path) as f:
+            assert cells == zoo_cells(json.load(f)), row['name']
+        checked += 1
+    assert checked >= 10
