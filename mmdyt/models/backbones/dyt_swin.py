@@ -11,6 +11,7 @@ from mmdyt.registry import build_model, register
 from mmdyt.utils.args import suggest_unknown_arguments
 from ..layers.dispatcher import TokenDispatcher
 from ..layers.dyt_block import DISPATCH_SITES, adapter_sites, check_dispatch
+from ..layers.prepacked_linear import prepack_block
 from ..layers.sparse_ops import gathered_mlp_update
 from .dispatch_api import DispatchAPIMixin
 from .frozen_backbone import FrozenBackboneMixin, is_dyt_param
@@ -154,6 +155,10 @@ class DyTSwinTransformer(FrozenBackboneMixin, DispatchAPIMixin,
             loading one completes it from the ``Pretrained`` ``init_cfg``;
             ``tools/model_converters/merge_adapter_checkpoint.py`` makes it
             a full one). Needs ``frozen``. Defaults to False.
+        low_precision_weights (bool): Keep low-precision copies of the
+            pre-trained linear layers' weights (attention, FFN, patch
+            merging) for inference under autocast, as ``DyTViT``'s option
+            of that name. Defaults to True.
         **kwargs: The arguments of mmseg's ``SwinTransformer``
             (``embed_dims``, ``depths``, ``num_heads``, ``window_size``,
             ``out_indices``, ``init_cfg``, ...).
@@ -175,6 +180,7 @@ class DyTSwinTransformer(FrozenBackboneMixin, DispatchAPIMixin,
                  adapter_cfg: Optional[dict] = None,
                  frozen: bool = True,
                  save_trainable_only: bool = False,
+                 low_precision_weights: bool = True,
                  **kwargs):
         self._check_frozen_args(frozen, save_trainable_only)
         super().__init__(**kwargs)
@@ -188,6 +194,14 @@ class DyTSwinTransformer(FrozenBackboneMixin, DispatchAPIMixin,
             for block in stage.blocks:
                 DyTSwinBlock.convert(block, dispatch, dispatcher_cfg,
                                      adapter_cfg)
+        if low_precision_weights:
+            for stage in self.stages:
+                for block in stage.blocks:
+                    prepack_block(block.attn, names=None, float32=False)
+                    prepack_block(block.ffn, names=None, float32=False)
+                if stage.downsample is not None:
+                    prepack_block(stage.downsample, names=('reduction', ),
+                                  float32=False)
         #: Every block of every stage, in order.
         self.blocks = [block for stage in self.stages for block in
                        stage.blocks]

@@ -173,6 +173,17 @@ class DyTViT(FrozenBackboneMixin, DispatchAPIMixin, BaseModule):
             differ from the plain kernel's by float32 rounding. Training,
             other devices and ``torch.compile`` run as without it; state
             dicts are unchanged. Defaults to False.
+        low_precision_weights (bool): In low-precision inference (under
+            ``torch.autocast``, as ``tools/test.py --amp`` runs, or with a
+            model converted to bfloat16), keep a copy of the pre-trained
+            attention and MLP projections' weights in the compute dtype,
+            made once and refreshed when the weights change, instead of
+            autocast's cast at every call; on a CPU with bfloat16 units it
+            is pre-packed for oneDNN and the rows of each matmul run in the
+            pieces measured fastest on the machine
+            (:class:`~mmdyt.models.layers.prepacked_linear.PrepackedLinear`).
+            It costs a bfloat16 copy of those weights in memory. Training
+            and float32 run as without it. Defaults to True.
         check_finite (bool, optional): Raise a clear error for NaN or
             infinite inputs. Checking reads a value back from the device,
             which stalls a GPU stream, so by default (None) only inputs on
@@ -259,6 +270,7 @@ class DyTViT(FrozenBackboneMixin, DispatchAPIMixin, BaseModule):
                  frozen: bool = True,
                  save_trainable_only: bool = False,
                  prepack_weights: bool = False,
+                 low_precision_weights: bool = True,
                  check_finite: Optional[bool] = None,
                  num_reg_tokens: int = 0,
                  no_embed_class: bool = False,
@@ -355,9 +367,10 @@ class DyTViT(FrozenBackboneMixin, DispatchAPIMixin, BaseModule):
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) \
             if final_norm else None
-        if prepack_weights:
+        if prepack_weights or low_precision_weights:
             for block in self.blocks:
-                prepack_block(block)
+                prepack_block(block, float32=prepack_weights,
+                              low_precision=low_precision_weights)
 
         self._init_vit_weights()
         self._init_frozen_backbone(frozen, save_trainable_only)

@@ -14,7 +14,7 @@ from mmdyt.utils.torch_compat import (autocast_dtype, autocast_enabled,
                                       backward_safe_attention_method,
                                       is_compiling)
 from .dispatcher import TokenDispatcher
-from .prepacked_linear import add_linear_
+from .prepacked_linear import add_linear_, mlp_forward
 from .rel_pos_bias import RelativePositionBias
 from .sparse_ops import (active_index, gathered_mlp_update,
                          query_subset_attention)
@@ -270,7 +270,7 @@ class DyTBlock(BaseModule):
         Returns:
             Tensor: The update, shaped as ``x`` and in its dtype.
         """
-        return self.ls2(self.mlp(self.norm2(x))).to(x.dtype)
+        return self.ls2(mlp_forward(self.mlp, self.norm2(x))).to(x.dtype)
 
     def _attn_bias(self, x: Tensor) -> Optional[Tensor]:
         """The relative position bias (heads, N, N) for tokens ``x``, in the
