@@ -387,16 +387,36 @@ def test_benchmark_prepacked_peers(restore_threads):
 
 
 def test_benchmark_bf16_peers(restore_threads):
-    """--bf16 adds the dense model and DyT under bfloat16 autocast and
-    names the CPU's bfloat16 units."""
+    """--bf16 adds DyT, the dense model and the ideal slice with
+    low-precision weights and both models under autocast alone, compares
+    DyT with the faster dense peer and names the CPU's bfloat16 units."""
     row = tiny_benchmark_row('--bf16')
-    for key in ('dense_bf16_ms', 'dyt_bf16_ms', 'bf16_speedup',
+    for key in ('dense_bf16_ms', 'dyt_bf16_ms', 'ideal_bf16_ms',
+                'dense_bf16_amp_ms', 'dyt_bf16_amp_ms', 'bf16_speedup',
                 'bf16_efficiency', 'dense_bf16_gain', 'dyt_bf16_gain',
-                'dyt_bf16_vs_dense'):
+                'dyt_bf16_vs_dense', 'dyt_bf16_vs_best_dense_bf16',
+                'ideal_bf16_vs_best_dense_bf16', 'dyt_bf16_vs_ideal_bf16',
+                'dyt_bf16_vs_amp_today', 'dense_bf16_vs_amp_today',
+                'dyt_bf16_vs_fp32'):
         assert row[key] > 0, key
     assert row['dense_bf16_gain'] == pytest.approx(
         row['dense_ms'] / row['dense_bf16_ms'], rel=0.01)
+    # without compiled peers the best dense bf16 peer is the eager one
+    assert row['best_dense_bf16'] == 'dense_bf16'
+    assert row['dyt_bf16_vs_amp_today'] == pytest.approx(
+        row['dyt_bf16_amp_ms'] / row['dyt_bf16_ms'], rel=0.01)
     assert row['cpu_bf16'] in ('AMX-BF16', 'AVX512-BF16', 'none')
+
+
+def test_benchmark_bf16_compiled_peers(restore_threads):
+    """--bf16 --compile adds both models compiled in bfloat16; the best
+    dense peer is the faster of the eager and the compiled one."""
+    row = tiny_benchmark_row('--bf16', '--compile', '--compile-backend',
+                             'eager')
+    dense = {name: row[f'{name}_ms']
+             for name in ('dense_bf16', 'dense_bf16_compiled')}
+    assert row['best_dense_bf16'] == min(dense, key=dense.get)
+    assert row['dyt_bf16_compiled_vs_best_dense_bf16'] > 0
 
 
 def test_autocast_peer_runs_in_bfloat16(tiny_models):
@@ -628,6 +648,9 @@ def test_bf16_peer_check_reads_dyt_decisions(tiny_models, monkeypatch):
     from mmdyt_tools.benchmark import checks
     inputs = torch.randn(2, 3, 64, 64)
     set_activation_rate(tiny_models.dyt, inputs, 0.5)
+    with torch.inference_mode():
+        tiny_models.ideal.set_active(
+            tiny_models.dyt.forward_with_masks(inputs)[1])
     tiny_models.add_bf16()
     try:
         checks.check_peers(tiny_models, inputs)  # passes

@@ -4,7 +4,7 @@ Times backbones alone (no neck, no head), in one process, with the same
 (random) pre-trained weights and the same random inputs: the dense timm ViT,
 the adapter-only DyTViT, DyT's gathered evaluation path and its peers (the
 reference gather, the ideal slice; with ``--compile``, ``--prepack`` and
-``--bf16`` compiled, pre-packed and bfloat16-autocast peers), and compares
+``--bf16`` compiled, pre-packed and bfloat16 peers), and compares
 DyT's measured speedup with the FLOPs bound at the measured activation rate.
 The models and the method are ``mmdyt_tools.benchmark`` (``models.py``,
 ``backbone.py``); results are in docs/en/benchmarks/. The models and inputs
@@ -32,7 +32,7 @@ Examples::
     python tools/analysis_tools/benchmark_backbone.py --preset vit-b-224 \\
         --batch 1 --prepack  # + pre-packed peers
     python tools/analysis_tools/benchmark_backbone.py --preset vit-b-224 \\
-        --batch 1 8 --bf16  # + bfloat16 autocast peers
+        --batch 1 8 --bf16  # + bfloat16 peers
     python tools/analysis_tools/benchmark_backbone.py --arch tiny \\
         --img-size 64 --batch 1 4
 """
@@ -48,7 +48,7 @@ from mmdyt_tools.benchmark.cli import (add_timing_args, check_timing_args,
                                        save_rows, thread_counts)
 from mmdyt_tools.benchmark.machine import cpu_bf16
 from mmdyt_tools.benchmark.models import build_benchmark_models
-from mmdyt_tools.benchmark.peers import reset_compiled
+from mmdyt_tools.benchmark.peers import AMP_DTYPES, reset_compiled
 from mmdyt_tools.benchmark.presets import PRESETS
 from mmdyt_tools.benchmark.report import (BF16_COLUMNS, COMPILED_COLUMNS,
                                           PREPACKED_COLUMNS, format_markdown)
@@ -91,10 +91,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--bf16',
         action='store_true',
-        help='add the dense model and DyT under torch.autocast in bfloat16 '
-        '(as tools/test.py --amp runs them on a CPU) as peers')
+        help='add bfloat16 peers, all under torch.autocast as tools/test.py '
+        '--amp runs a model: DyT, the dense model and the ideal slice with '
+        'low-precision weight copies (packed, row-aware), and the dense '
+        'model and DyT under autocast alone; with --compile also both '
+        'compiled in bfloat16')
+    parser.add_argument(
+        '--amp-dtype',
+        choices=sorted(AMP_DTYPES),
+        default='bfloat16',
+        help='the low precision of the --bf16 peers (default: bfloat16; '
+        'float16 for GPUs, where its columns keep their bf16 names and the '
+        'rows record amp_dtype)')
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        help="where the models run: 'cpu' (default) or a CUDA device")
     args = parser.parse_args(argv)
     check_timing_args(parser, args)
+    if args.timer == 'events' and not args.device.startswith('cuda'):
+        parser.error('--timer events needs a CUDA --device')
     return args
 
 
@@ -130,16 +146,19 @@ def run(args: argparse.Namespace) -> List[dict]:
         setting['arch'], setting['img_size'], seed=args.seed,
         vitdet=setting.get('vitdet', False),
         swin=setting.get('swin', False))
+    models.to(args.device)
     if args.prepack:
         models.prepack()
     if args.bf16:
-        models.add_bf16()
+        models.add_bf16(AMP_DTYPES[args.amp_dtype])
     rows = []
     for threads in thread_counts(args):
         torch.set_num_threads(threads)
         if args.compile:  # compiled kernels keep their thread count
             reset_compiled()
             models.compile(args.compile_backend)
+            if args.bf16:
+                models.compile_bf16(args.compile_backend)
         for batch in setting['batches']:
             rows.append(
                 benchmark_setting(
@@ -152,7 +171,10 @@ def run(args: argparse.Namespace) -> List[dict]:
                     warmup=args.warmup,
                     repeats=args.repeats,
                     timer=args.timer,
-                    seed=args.seed))
+                    seed=args.seed,
+                    device=args.device))
+            if args.bf16:
+                rows[-1]['amp_dtype'] = args.amp_dtype
     print(header(args.timer, args.repeats))
     print(format_markdown(rows))
     if args.compile:
@@ -162,8 +184,7 @@ def run(args: argparse.Namespace) -> List[dict]:
         print('\npre-packed weights (eager):\n')
         print(format_markdown(rows, PREPACKED_COLUMNS))
     if args.bf16:
-        print(f'\nbfloat16 autocast (eager; CPU bfloat16 units: '
-              f'{cpu_bf16()}):\n')
+        print(f'\nbfloat16 (CPU bfloat16 units: {cpu_bf16()}):\n')
         print(format_markdown(rows, BF16_COLUMNS))
     return save_rows(rows, args.json)
 

@@ -22,6 +22,8 @@ from mmengine.logging import print_log
 from mmdyt.models.layers.dispatcher import mean_rate
 from mmdyt.models.flops import dyt_vit_flops
 from mmdyt_tools.benchmark.checks import check_peers
+from mmdyt_tools.benchmark.host_syncs import count_host_syncs
+from mmdyt_tools.benchmark.machine import device_name
 from mmdyt_tools.benchmark.model_set import BenchmarkModels
 from mmdyt_tools.benchmark.rate import set_activation_rate
 from mmdyt_tools.benchmark.stats import ratio_fields
@@ -49,6 +51,35 @@ def peer_fields(times: Dict[str, List[float]], kind: str, gain: str,
     return fields
 
 
+#: The dense bfloat16 peers, one of which (the faster) DyT's bfloat16 time
+#: is compared with.
+DENSE_BF16_PEERS = ('dense_bf16', 'dense_bf16_compiled')
+
+
+def bf16_fields(times: Dict[str, List[float]], seed: int = 0) -> dict:
+    """Row fields of the bfloat16 peers: ``best_dense_bf16`` (the faster
+    of :data:`DENSE_BF16_PEERS` by median), ``dyt_bf16_vs_best_dense_bf16``
+    and ``ideal_bf16_vs_best_dense_bf16`` (its time over DyT's and the
+    ideal slice's), ``dyt_bf16_vs_ideal_bf16``, ``dyt_bf16_vs_amp_today``
+    and ``dense_bf16_vs_amp_today`` (autocast alone over the low-precision
+    path), ``dyt_bf16_vs_fp32`` (float32 DyT over bfloat16 DyT) and, with
+    compiled peers, ``dyt_bf16_compiled_vs_best_dense_bf16``; each ratio
+    with its interval."""
+    dense = [name for name in DENSE_BF16_PEERS if name in times]
+    best = min(dense, key=lambda name: statistics.median(times[name]))
+    pairs = [('dyt_bf16_vs_best_dense_bf16', best, 'dyt_bf16'),
+             ('ideal_bf16_vs_best_dense_bf16', best, 'ideal_bf16'),
+             ('dyt_bf16_vs_ideal_bf16', 'ideal_bf16', 'dyt_bf16'),
+             ('dyt_bf16_vs_amp_today', 'dyt_bf16_amp', 'dyt_bf16'),
+             ('dense_bf16_vs_amp_today', 'dense_bf16_amp', 'dense_bf16'),
+             ('dyt_bf16_vs_fp32', 'dyt', 'dyt_bf16')]
+    if 'dyt_bf16_compiled' in times:
+        pairs.append(('dyt_bf16_compiled_vs_best_dense_bf16', best,
+                      'dyt_bf16_compiled'))
+    return dict(best_dense_bf16=best,
+                **ratio_fields(times, *pairs, seed=seed))
+
+
 def efficiency_fields(row: dict, speedup: str, key: str, bound: float) -> dict:
     """``key`` and ``key_ci``: the speedup field of ``row`` over the FLOPs
     bound."""
@@ -67,7 +98,8 @@ def benchmark_setting(models: BenchmarkModels,
                       warmup: int = 2,
                       repeats: int = 10,
                       timer: str = 'wall',
-                      seed: int = 0) -> dict:
+                      seed: int = 0,
+                      device: str = 'cpu') -> dict:
     """Time the models on one batch and compare with their FLOPs.
 
     Args:
@@ -84,6 +116,8 @@ def benchmark_setting(models: BenchmarkModels,
         timer (str): ``'wall'`` or ``'cpu'`` (:data:`TIMERS`).
             Defaults to ``'wall'``.
         seed (int): Seed of the random inputs. Defaults to 0.
+        device (str): The device the models are on; the inputs are drawn
+            on the CPU and moved there. Defaults to ``'cpu'``.
 
     Returns:
         dict: ``setting, batch, rate`` (measured mean rate of DyT),
@@ -104,12 +138,13 @@ def benchmark_setting(models: BenchmarkModels,
         ``prepacked_efficiency``, ``dense_prepack_gain``,
         ``dyt_prepack_gain`` and ``dyt_prepacked_vs_dense``; with bfloat16
         peers ``bf16_speedup``, ``bf16_efficiency``, ``dense_bf16_gain``,
-        ``dyt_bf16_gain`` and ``dyt_bf16_vs_dense``.
+        ``dyt_bf16_gain`` and ``dyt_bf16_vs_dense`` and the fields of
+        :func:`bf16_fields`.
     """
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, img_size, img_size) if num_frames is None else \
         (batch, 3, num_frames, img_size, img_size)
-    inputs = torch.randn(*shape, generator=generator)
+    inputs = torch.randn(*shape, generator=generator).to(device)
     dyt = models.dyt
     if rate is not None:
         set_activation_rate(dyt, inputs, rate)
@@ -158,7 +193,12 @@ def benchmark_setting(models: BenchmarkModels,
         dyt_gflops=round(gflops['dyt'], 6),
         threads=torch.get_num_threads(),
         repeats=repeats,
-        timer=timer)
+        timer=timer,
+        device=device_name(inputs.device))
+    if inputs.device.type == 'cuda':  # host synchronisations per forward
+        row.update({f'{name}_host_syncs': count_host_syncs(model, inputs)
+                    for name, model in models.as_dict().items()
+                    if name != 'dense_again'})
     row.update(efficiency_fields(row, 'speedup', 'efficiency', flops_speedup))
     for kind, gain, peers in (('compiled', 'compile', models.compiled),
                               ('prepacked', 'prepack', models.prepacked),
@@ -166,6 +206,8 @@ def benchmark_setting(models: BenchmarkModels,
         if peers:
             row.update(
                 peer_fields(times, kind, gain, flops_speedup, seed=seed))
+    if models.bf16:
+        row.update(bf16_fields(times, seed=seed))
     print_log(
         f'{setting} batch {batch}, {row["threads"]} threads: rate '
         f'{measured:.3f}, speedup {row["speedup"]:.3f} '

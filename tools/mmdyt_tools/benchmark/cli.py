@@ -7,6 +7,7 @@ from typing import Callable, List, Optional
 import torch
 
 from mmdyt_tools.benchmark.machine import cpu_bf16, cpu_model
+from mmdyt_tools.benchmark.timing import CLOCKS
 
 
 def add_timing_args(parser: argparse.ArgumentParser,
@@ -34,11 +35,12 @@ def add_timing_args(parser: argparse.ArgumentParser,
         '--repeats', type=int, default=10, help='timed forwards per model')
     parser.add_argument(
         '--timer',
-        choices=['wall', 'cpu'],
+        choices=list(CLOCKS),
         default='wall',
-        help='wall-clock time (default, time.perf_counter), or the CPU time '
-        'of this process (time.process_time): steadier on a busy shared '
-        'machine, with --threads 1')
+        help='wall-clock time (default, time.perf_counter; synchronised '
+        'around each forward on a GPU), the CPU time of this process '
+        '(time.process_time): steadier on a busy shared machine, with '
+        '--threads 1, or CUDA events (a GPU\'s own time)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--json', help='write the rows to this file')
 

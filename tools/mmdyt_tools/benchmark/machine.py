@@ -1,7 +1,10 @@
 """Facts about the machine a benchmark ran on, recorded with its rows: speed
 ratios depend on the CPU (which kernels a library picks differs between
-Intel and AMD CPUs, docs/en/benchmarks/speed.md) and on its bfloat16 units."""
+Intel and AMD CPUs, docs/en/benchmarks/speed.md), on its bfloat16 units and
+on the device the models ran on."""
 import platform
+
+import torch
 
 
 def cpu_model() -> str:
@@ -30,3 +33,10 @@ def cpu_bf16() -> str:
     if 'amx_bf16' in flags:
         return 'AMX-BF16'
     return 'AVX512-BF16' if 'avx512_bf16' in flags else 'none'
+
+
+def device_name(device: torch.device) -> str:
+    """``'cpu'``, or the GPU's name (``torch.cuda.get_device_name``)."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return device.type

@@ -2,13 +2,15 @@
 from dataclasses import dataclass, field
 from typing import Dict
 
+import torch
 import torch.nn as nn
 
 from mmdyt.models import DyTViT
 from mmdyt_tools.benchmark.peers import (AutocastPeer, IdealSliceDyT,
                                          ReferenceGatherDyT,
+                                         autocast_only_copy,
                                          compile_for_benchmark,
-                                         prepacked_copy)
+                                         low_precision_copy, prepacked_copy)
 
 #: Names of the benchmarked models, in table order. ``dense_again`` is the
 #: dense model timed a second time: the noise control (its ratio to
@@ -28,6 +30,7 @@ class BenchmarkModels:
     compiled: Dict[str, nn.Module] = field(default_factory=dict)
     prepacked: Dict[str, nn.Module] = field(default_factory=dict)
     bf16: Dict[str, nn.Module] = field(default_factory=dict)
+    amp_dtype: torch.dtype = torch.bfloat16
 
     @property
     def dense_again(self) -> nn.Module:
@@ -52,10 +55,39 @@ class BenchmarkModels:
         self.prepacked = dict(dense_prepacked=prepacked_copy(self.dense),
                               dyt_prepacked=prepacked_copy(self.dyt))
 
-    def add_bf16(self) -> None:
-        """Add the dense model and DyT under bfloat16 autocast."""
-        self.bf16 = dict(dense_bf16=AutocastPeer(self.dense),
-                         dyt_bf16=AutocastPeer(self.dyt))
+    def to(self, device: str) -> None:
+        """Move the models to ``device`` (before adding peers: they share
+        the models' tensors)."""
+        for model in (self.dense, self.adapter, self.dyt):
+            model.to(device)
+
+    def add_bf16(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        """Add the low-precision peers (``peers.py``), all under autocast
+        in ``dtype``: DyT, the dense model and the ideal slice with
+        low-precision weight copies, and the dense model and DyT under
+        autocast alone.
+
+        Args:
+            dtype (torch.dtype): The autocast dtype. Defaults to
+                ``torch.bfloat16``.
+        """
+        self.amp_dtype = dtype
+        self.bf16 = dict(
+            dense_bf16=AutocastPeer(low_precision_copy(self.dense), dtype),
+            dyt_bf16=AutocastPeer(self.dyt, dtype),
+            ideal_bf16=AutocastPeer(self.ideal, dtype),
+            dense_bf16_amp=AutocastPeer(self.dense, dtype),
+            dyt_bf16_amp=AutocastPeer(autocast_only_copy(self.dyt), dtype))
+
+    def compile_bf16(self, backend: str = 'inductor') -> None:
+        """Add the dense model and DyT compiled under autocast in the dtype
+        of :meth:`add_bf16` (call it again after
+        ``peers.reset_compiled``)."""
+        self.bf16.update(
+            dense_bf16_compiled=compile_for_benchmark(
+                AutocastPeer(self.dense, self.amp_dtype), backend),
+            dyt_bf16_compiled=compile_for_benchmark(
+                AutocastPeer(self.dyt, self.amp_dtype), backend))
 
     def peers(self) -> Dict[str, nn.Module]:
         """The compiled, pre-packed and bfloat16 peers, by name."""

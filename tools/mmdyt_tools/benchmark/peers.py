@@ -19,9 +19,15 @@ dense ViT.
 - ``dense_prepacked`` and ``dyt_prepacked``: the dense ViT and DyT in eager
   mode with their blocks' linear layers pre-packed for oneDNN
   (:func:`prepacked_copy`, ``mmdyt.models.layers.prepacked_linear``).
-- ``dense_bf16`` and ``dyt_bf16``: the dense ViT and DyT under
-  ``torch.autocast`` in bfloat16 (:class:`AutocastPeer`), as ``tools/test.py
-  --amp`` runs a model on a CPU.
+- the bfloat16 peers, all under ``torch.autocast`` in bfloat16
+  (:class:`AutocastPeer`), as ``tools/test.py --amp`` runs a model:
+  ``dyt_bf16`` (DyT with its low-precision weight copies, as it runs by
+  default), ``dense_bf16`` (the dense ViT with the same: packed bfloat16
+  weights, row-aware matmuls, fused GELU; :func:`low_precision_copy`),
+  ``ideal_bf16`` (the ideal slice, same kernels), ``dense_bf16_amp`` and
+  ``dyt_bf16_amp`` (autocast alone, every frozen weight cast at every call:
+  how both ran before; :func:`autocast_only_copy`) and, with compiled peers,
+  ``dense_bf16_compiled`` and ``dyt_bf16_compiled``.
 """
 import copy
 import itertools
@@ -33,7 +39,9 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmdyt.models import DyTViT
-from mmdyt.models.layers.prepacked_linear import BLOCK_LINEARS, prepack_block
+from mmdyt.models.layers.prepacked_linear import (BLOCK_LINEARS,
+                                                  PrepackedLinear,
+                                                  mlp_forward, prepack_block)
 from mmdyt.utils.torch_compat import (COMPILE_ONE_GRAPH, TORCH_FEATURES,
                                       torch_at_least)
 
@@ -136,6 +144,10 @@ class IdealSliceDyT(_MLPDispatchPeer):
         return out
 
 
+#: The low precisions of the autocast peers, by name.
+AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
 class AutocastPeer(nn.Module):
     """A model run under ``torch.autocast`` (bfloat16 by default) on the
     device of its input; the model's own weights, not a copy.
@@ -198,14 +210,21 @@ def _is_vit_block(module: nn.Module) -> bool:
         return False
 
 
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that shares its parameters and buffers (the same
+    tensors): the dispatcher biases that ``set_activation_rate`` sets on
+    ``model`` hold for the copy, and no weight is stored twice."""
+    shared = itertools.chain(model.parameters(), model.buffers())
+    return copy.deepcopy(model, memo={id(t): t for t in shared})
+
+
 def prepacked_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with the linear layers of each of its ViT blocks
     pre-packed (:func:`~mmdyt.models.layers.prepacked_linear.prepack_block`).
 
-    The copy shares ``model``'s parameters and buffers (the same tensors):
-    the dispatcher biases that ``set_activation_rate`` sets on ``model``
-    hold for the copy, and no weight is stored twice (only the packed
-    copies are new). It works on the dense ViT and on DyT alike.
+    The copy shares ``model``'s parameters and buffers
+    (:func:`shared_copy`; only the packed copies are new). It works on the
+    dense ViT and on DyT alike.
 
     Args:
         model (nn.Module): The model.
@@ -213,8 +232,7 @@ def prepacked_copy(model: nn.Module) -> nn.Module:
     Returns:
         nn.Module: The pre-packed copy.
     """
-    shared = itertools.chain(model.parameters(), model.buffers())
-    prepacked = copy.deepcopy(model, memo={id(t): t for t in shared})
+    prepacked = shared_copy(model)
     blocks = [m for m in prepacked.modules() if _is_vit_block(m)]
     if not blocks:
         raise ValueError(f'{type(model).__name__} has no ViT block (with '
@@ -222,3 +240,62 @@ def prepacked_copy(model: nn.Module) -> nn.Module:
     for block in blocks:
         prepack_block(block)
     return prepacked
+
+
+class FusedGeluMlp(nn.Module):
+    """timm's ``Mlp`` run by :func:`~mmdyt.models.layers.prepacked_linear.
+    mlp_forward` (``fc1`` and its GELU fused where they can be), as DyT's
+    blocks run theirs: the dense peer gets the same kernels.
+
+    Args:
+        mlp (nn.Module): A timm ``Mlp`` (its layers, not a copy).
+    """
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mlp_forward(self.mlp, x)
+
+
+def low_precision_copy(model: nn.Module) -> nn.Module:
+    """A copy of the dense ``model`` (sharing its parameters) whose every
+    linear layer keeps a low-precision copy of its weight, packed for
+    oneDNN on the CPU, with row-aware matmuls
+    (:class:`~mmdyt.models.layers.prepacked_linear.PrepackedLinear`), and
+    whose timm ``Mlp`` layers fuse ``fc1`` and the GELU: the dense model
+    with everything DyT's low-precision path has.
+
+    Args:
+        model (nn.Module): The dense model.
+
+    Returns:
+        nn.Module: The copy.
+    """
+    prepared = shared_copy(model)
+    prepack_block(prepared, names=None, float32=False)
+    for module in list(prepared.modules()):
+        mlp = getattr(module, 'mlp', None)
+        if mlp is not None and type(mlp).__name__ == 'Mlp':
+            module.mlp = FusedGeluMlp(mlp)
+    return prepared
+
+
+def autocast_only_copy(model: nn.Module) -> nn.Module:
+    """A copy of DyT (sharing its parameters) without its low-precision
+    weight copies: what autocast alone does with it, every frozen weight
+    cast again at every call (``DyTViT(low_precision_weights=False)``).
+
+    Args:
+        model (nn.Module): A DyT model.
+
+    Returns:
+        nn.Module: The copy.
+    """
+    plain = shared_copy(model)
+    for module in plain.modules():
+        if isinstance(module, PrepackedLinear):
+            module.low_precision = False
+            module.forget_packed()
+    return plain

@@ -54,8 +54,26 @@ COMPILED_COLUMNS = peer_columns('compiled', 'compile', 'compiled',
 PREPACKED_COLUMNS = peer_columns('prepacked', 'prepack', 'pre-packed',
                                  'pre-packing')
 
-#: Columns of the bfloat16 peers' table (rows of a ``--bf16`` run).
-BF16_COLUMNS = peer_columns('bf16', 'bf16', 'bf16', 'bf16 vs fp32')
+#: Columns of the bfloat16 peers' table (rows of a ``--bf16`` run;
+#: ``backbone.bf16_fields``).
+BF16_COLUMNS = (
+    ('setting', 'setting', None),
+    ('threads', 'threads', None),
+    ('batch', 'batch', None),
+    ('best dense bf16', 'best_dense_bf16', None),
+    ('DyT bf16 vs best dense bf16', 'dyt_bf16_vs_best_dense_bf16',
+     'dyt_bf16_vs_best_dense_bf16_ci'),
+    ('ideal slice bf16 vs best dense bf16', 'ideal_bf16_vs_best_dense_bf16',
+     'ideal_bf16_vs_best_dense_bf16_ci'),
+    ('DyT bf16 vs ideal slice bf16', 'dyt_bf16_vs_ideal_bf16',
+     'dyt_bf16_vs_ideal_bf16_ci'),
+    ('DyT bf16 vs autocast alone', 'dyt_bf16_vs_amp_today',
+     'dyt_bf16_vs_amp_today_ci'),
+    ('dense bf16 vs autocast alone', 'dense_bf16_vs_amp_today',
+     'dense_bf16_vs_amp_today_ci'),
+    ('DyT bf16 vs DyT fp32', 'dyt_bf16_vs_fp32', 'dyt_bf16_vs_fp32_ci'),
+    ('FLOPs bound', 'flops_speedup', None),
+)
 
 
 def format_markdown(rows: Sequence[dict],
