@@ -49,6 +49,21 @@ needs_the_fix = pytest.mark.skipif(
     'broadcast bmm: nothing to fix')
 
 
+def test_probe_answers_alike_in_every_mode():
+    """The probe gives the same answer whether its first caller runs under
+    inference_mode (as benchmarks and inferencers do), no_grad or autocast:
+    under inference_mode it once saw no bmm, which left the fix off for the
+    whole process."""
+    answers = []
+    for mode in (torch.inference_mode, torch.no_grad,
+                 lambda: torch.autocast('cpu', dtype=torch.bfloat16)):
+        linear_copies_weight_per_row.cache_clear()
+        with mode():
+            answers.append(linear_copies_weight_per_row())
+    linear_copies_weight_per_row.cache_clear()
+    assert answers == [linear_copies_weight_per_row()] * 3
+
+
 def test_importing_mmdyt_leaves_f_linear_alone():
     """The check users run: ``import mmdyt`` replaces nothing in torch."""
     code = ('import torch.nn.functional as F; f = F.linear; import mmdyt; '

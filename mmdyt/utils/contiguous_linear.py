@@ -59,9 +59,13 @@ def linear_copies_weight_per_row() -> bool:
                 self.broadcast = True
             return func(*args, **(kwargs or {}))
 
-    rows = torch.zeros(2, 3, 8, dtype=torch.bfloat16).transpose(0, 1)
-    with Record() as record:
-        F.linear(rows, torch.zeros(4, 8, dtype=torch.bfloat16))
+    # the same answer whatever mode the first caller is in: under
+    # inference_mode the dispatch mode does not see the bmm, and autocast
+    # would change the dtypes
+    with torch.inference_mode(False), torch.autocast('cpu', enabled=False):
+        rows = torch.zeros(2, 3, 8, dtype=torch.bfloat16).transpose(0, 1)
+        with Record() as record:
+            F.linear(rows, torch.zeros(4, 8, dtype=torch.bfloat16))
     return record.broadcast
 
 
