@@ -83,9 +83,13 @@ class Adapter(BaseModule):
         """``residual + self(x)``: the adapter's update added to the
         residual stream.
 
-        In evaluation (no dropout, no autocast) the up-projection, the
-        scale and the residual add are one ``addmm`` into the residual,
-        instead of a matmul and two more passes over the tokens.
+        In evaluation (no dropout) the up-projection, the scale and the
+        residual add are one ``addmm`` into the residual, instead of a
+        matmul and two more passes over the tokens. Under autocast with a
+        float32 residual the down-projection computes in autocast's dtype
+        and that ``addmm`` in float32 (its inner dimension is the
+        bottleneck: few FLOPs, and no low-precision copy of the update to
+        write and convert).
 
         Args:
             residual (Tensor): The stream (..., C) the update is added to.
@@ -100,10 +104,20 @@ class Adapter(BaseModule):
         Returns:
             Tensor: ``residual + self(x)``, shaped like ``residual``.
         """
-        if self.training or residual.dtype != x.dtype or \
-                autocast_enabled(x.device.type):
+        device = x.device.type
+        autocast = autocast_enabled(device)
+        if self.training or (residual.dtype != x.dtype and not autocast) \
+                or (autocast and residual.dtype != torch.float32):
             return _added(residual, self(x), inplace)
         hidden = F.relu(self.down(x)).flatten(0, -2)
+        if not autocast:
+            return self._add_up(residual, hidden, inplace)
+        with torch.autocast(device, enabled=False):
+            return self._add_up(residual, hidden.float(), inplace)
+
+    def _add_up(self, residual: Tensor, hidden: Tensor,
+                inplace: bool) -> Tensor:
+        """``residual + scale * up(hidden)`` as one ``addmm``."""
         flat = residual.flatten(0, -2)
         weight = self.up.weight.t()
         if inplace:
