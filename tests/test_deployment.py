@@ -100,6 +100,23 @@ def test_demo_segmentor_export_skips_tokens_in_both_runtimes(demo):
     assert ops['NonZero'] == 6  # one gather of active tokens per block
 
 
+def test_openvino_bfloat16_runs_the_export(demo):
+    """OpenVINO at bfloat16 inference precision computes the export's
+    float32 outputs to bfloat16's rounding; ONNX Runtime has no such
+    setting."""
+    from mmdyt_tools.deploy.onnx_runtime import ExportedModel
+    inputs = torch.randn(1, 3, 96, 96)
+    want, want_rates = torch_outputs(demo['cfg'], demo['checkpoint'],
+                                     inputs, with_rate=True)
+    got, rates = ExportedModel(demo['onnx'], 'openvino',
+                               precision='bf16')(inputs.numpy())
+    assert got.dtype == np.float32
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05
+    assert abs(rates.mean() - want_rates.mean()) < 0.02
+    with pytest.raises(ValueError, match="'f32' for ONNX Runtime"):
+        ExportedModel(demo['onnx'], 'ort', precision='bf16')
+
+
 @pytest.mark.parametrize('bias, rate', [(1e4, 1.0), (-1e4, 0.0)])
 def test_every_or_no_dispatched_token_active(tmp_path, bias, rate):
     config, cfg, model, _ = tiny_seg(tmp_path)
@@ -273,8 +290,8 @@ def test_swin_export_skips_tokens_in_both_runtimes(tmp_path):
 
 def test_benchmark_runtimes_on_a_tiny_segmentor(tmp_path):
     """benchmark_runtimes.py --config: the three twins exported, checked
-    and timed in PyTorch, ONNX Runtime and OpenVINO (no timing
-    assertions)."""
+    and timed in PyTorch, ONNX Runtime and OpenVINO (also at bfloat16; no
+    timing assertions)."""
     config = write_seg_config(str(tmp_path))
     out = str(tmp_path / 'runtimes.json')
     threads = torch.get_num_threads()
@@ -282,15 +299,18 @@ def test_benchmark_runtimes_on_a_tiny_segmentor(tmp_path):
         (row, ) = load_tool('deployment/benchmark_runtimes.py').main([
             '--config', config, '--batch', '2', '--warmup', '0',
             '--repeats', '2', '--threads', '1', '--export-dir',
-            str(tmp_path / 'onnx'), '--json', out])
+            str(tmp_path / 'onnx'), '--openvino-bf16', '--json', out])
     finally:
         torch.set_num_threads(threads)
     assert row['setting'] == 'tiny_seg-64x64' and row['batch'] == 2
     assert row['rate'] == pytest.approx(0.5, abs=0.05)
-    for runtime in ('torch', 'ort', 'openvino'):
+    assert row['runtimes'] == ['torch', 'ort', 'openvino', 'openvino_bf16']
+    for runtime in row['runtimes']:
         for twin in ('dense', 'adapter', 'dyt'):
             assert row[f'{runtime}_{twin}_ms'] > 0
         low, high = row[f'{runtime}_speedup_ci']
         assert low <= row[f'{runtime}_speedup'] <= high
-    assert max(row['output_errors'].values()) <= 1e-3
+    errors = row['output_errors']
+    assert max(v for k, v in errors.items() if '_bf16_' not in k) <= 1e-3
+    assert 0 < errors['openvino_bf16_dyt'] <= 0.05
     assert row['cpu']

@@ -8,8 +8,9 @@ Runtime and OpenVINO (float32, ``--threads`` threads) beside the PyTorch
 eager model, all on the CPU: nine models plus the PyTorch dense model timed
 again (the noise control), interleaved in a rotating order, wall time
 (``time.perf_counter``), ratios with 95% bootstrap intervals. Before timing,
-every runtime's output is checked against PyTorch's. The method is
-``mmdyt_tools.benchmark.runtimes``. Settings:
+every runtime's output is checked against PyTorch's. ``--openvino-bf16``
+adds OpenVINO at bfloat16 inference precision (runtime ``openvino_bf16``).
+The method is ``mmdyt_tools.benchmark.runtimes``. Settings:
 
 - ``--preset vit-b-224`` (or another preset of
   ``benchmark_backbone.py``): the ViT-B/16 backbone alone, the dense twin
@@ -21,6 +22,8 @@ Examples::
 
     python tools/deployment/benchmark_runtimes.py --preset vit-b-224 \\
         --batch 1 8 --json benchmarks/deploy_vit_b_224.json
+    python tools/deployment/benchmark_runtimes.py --preset vit-b-224 \
+        --batch 8 --openvino-bf16 --json benchmarks/deploy_bf16_vit_b_224.json
     python tools/deployment/benchmark_runtimes.py \\
         --config configs/ade20k/dyt_vitb_segmenter.py --shape 512 512 \\
         --batch 1 --json benchmarks/deploy_segmenter_512.json
@@ -60,6 +63,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--export-dir',
                         help='keep the exported files here (default: a '
                         'temporary folder)')
+    parser.add_argument(
+        '--openvino-bf16', action='store_true',
+        help='also run the exports in OpenVINO at bfloat16 inference '
+        'precision (its default on CPUs with bfloat16 units)')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args(argv)
     if not 0 <= args.rate <= 1:
@@ -89,7 +96,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
               f'in {export_dir}', flush=True)
         rows.append(benchmark_runtimes(setting, twins, backbone, inputs,
                                        args.rate, export_dir, args.threads,
-                                       args.warmup, args.repeats))
+                                       args.warmup, args.repeats,
+                                       args.openvino_bf16))
     print(format_rows(rows))
     if args.json:
         with open(args.json, 'w') as f:

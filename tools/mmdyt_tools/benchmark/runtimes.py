@@ -10,7 +10,9 @@ beside the PyTorch eager model: nine models plus the PyTorch dense model
 timed again (the noise control), interleaved in a rotating order
 (``timing.time_interleaved``), ratios with 95% bootstrap intervals. Before
 timing, every runtime's output is checked against PyTorch's
-(:data:`OUTPUT_TOLERANCE`).
+(:data:`OUTPUT_TOLERANCE`). With ``openvino_bf16`` OpenVINO also runs the
+three exports at bfloat16 inference precision (checked against PyTorch's
+float32 outputs to :data:`BF16_TOLERANCE`).
 """
 import os.path as osp
 import statistics
@@ -37,9 +39,16 @@ from mmdyt_tools.deploy.onnx_runtime import ExportedModel
 TWINS = ('dense', 'adapter', 'dyt')
 #: The runtimes, in table order; ``torch`` is PyTorch eager.
 RUNTIME_NAMES = ('torch', 'ort', 'openvino')
+#: The runtimes in ONNX files: (runtime, OpenVINO inference precision) by
+#: name; ``openvino_bf16`` is opt-in (``benchmark_runtimes``).
+EXPORTED_RUNTIMES = {'ort': ('ort', 'f32'), 'openvino': ('openvino', 'f32'),
+                     'openvino_bf16': ('openvino', 'bf16')}
 #: Largest difference of a runtime's output from PyTorch's, relative to the
 #: largest PyTorch output, before anything is timed.
 OUTPUT_TOLERANCE = 1e-3
+#: The same for bfloat16 inference, relative (Frobenius) error of the whole
+#: output: a token whose score lies at the threshold may flip.
+BF16_TOLERANCE = 0.05
 
 
 def backbone_twins(preset: str) -> Tuple[Dict[str, nn.Module], nn.Module,
@@ -92,14 +101,19 @@ def _flops_bound(backbone: nn.Module, twins: Dict[str, nn.Module],
 
 
 def _check_outputs(name: str, runtime_out: List[np.ndarray],
-                   torch_out) -> float:
+                   torch_out, bf16: bool = False) -> float:
     """The largest relative difference of a runtime's first output from
-    PyTorch's; raise above :data:`OUTPUT_TOLERANCE`."""
+    PyTorch's (for ``bf16`` the relative Frobenius error); raise above
+    :data:`OUTPUT_TOLERANCE` (:data:`BF16_TOLERANCE`)."""
     ref = torch_out[0] if isinstance(torch_out, (tuple, list)) else torch_out
     ref = ref.detach().numpy()
-    error = float(np.abs(runtime_out[0] - ref).max() /
-                  max(np.abs(ref).max(), 1e-12))
-    if error > OUTPUT_TOLERANCE:
+    if bf16:
+        error = float(np.linalg.norm(runtime_out[0] - ref) /
+                      max(np.linalg.norm(ref), 1e-12))
+    else:
+        error = float(np.abs(runtime_out[0] - ref).max() /
+                      max(np.abs(ref).max(), 1e-12))
+    if error > (BF16_TOLERANCE if bf16 else OUTPUT_TOLERANCE):
         raise RuntimeError(f'{name}: the runtime\'s output differs from '
                            f'PyTorch\'s by {error:.2e} (relative)')
     return error
@@ -108,7 +122,8 @@ def _check_outputs(name: str, runtime_out: List[np.ndarray],
 def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
                        backbone: nn.Module, inputs: torch.Tensor,
                        rate: float, export_dir: str, threads: int,
-                       warmup: int, repeats: int) -> dict:
+                       warmup: int, repeats: int,
+                       openvino_bf16: bool = False) -> dict:
     """Export the twins, check and time the nine models on ``inputs``.
 
     Args:
@@ -121,6 +136,8 @@ def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
         threads (int): Threads of ONNX Runtime and OpenVINO.
         warmup (int): Untimed forwards per model.
         repeats (int): Timed forwards per model.
+        openvino_bf16 (bool): Also run the exports in OpenVINO at bfloat16
+            inference precision (``openvino_bf16``). Defaults to False.
 
     Returns:
         dict: The row: times, ratios with intervals, the FLOPs bound, the
@@ -132,16 +149,18 @@ def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
         reference = {name: twins[name](inputs) for name in TWINS}
     rates = [float(m.float().mean()) for m in masks]
     batch = inputs.shape[0]
+    runtimes = RUNTIME_NAMES + (('openvino_bf16', ) if openvino_bf16 else ())
     runners = {}
     errors = {}
     for name in TWINS:
         path = osp.join(export_dir, f'{setting}_{name}_b{batch}.onnx')
         export_onnx(twins[name].eval(), inputs, path)
-        for runtime in RUNTIME_NAMES[1:]:
-            model = ExportedModel(path, runtime, threads)
+        for runtime in runtimes[1:]:
+            kind, precision = EXPORTED_RUNTIMES[runtime]
+            model = ExportedModel(path, kind, threads, precision)
             key = f'{runtime}_{name}'
             errors[key] = _check_outputs(key, model(inputs.numpy()),
-                                         reference[name])
+                                         reference[name], precision == 'bf16')
             runners[key] = model
     array = inputs.numpy()
     forwards = {f'torch_{name}': twins[name] for name in TWINS}
@@ -150,7 +169,7 @@ def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
                      for key, model in runners.items()})
     times = time_interleaved(forwards, inputs, warmup, repeats)
     specs = [('noise_control', 'torch_dense_again', 'torch_dense')]
-    for runtime in RUNTIME_NAMES:
+    for runtime in runtimes:
         specs += [
             (f'{runtime}_speedup', f'{runtime}_dense', f'{runtime}_dyt'),
             (f'{runtime}_dyt_vs_adapter', f'{runtime}_adapter',
@@ -170,7 +189,7 @@ def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
         **ratio_fields(times, *specs),
         output_errors={k: float(f'{v:.2e}') for k, v in errors.items()},
         cpu=cpu_model(), cpu_bf16=cpu_bf16(),
-        repeats=repeats)
+        runtimes=list(runtimes), repeats=repeats)
 
 
 def _runtime_cell(key: str, ci: Optional[str] = None, digits: int = 3):
@@ -208,5 +227,7 @@ COLUMNS = (
 
 def format_rows(rows: Sequence[dict]) -> str:
     """A markdown table of the rows, one line per runtime."""
-    return format_markdown([dict(row, runtime=runtime) for row in rows
-                            for runtime in RUNTIME_NAMES], COLUMNS)
+    return format_markdown([
+        dict(row, runtime=runtime) for row in rows
+        for runtime in row.get('runtimes', RUNTIME_NAMES)
+    ], COLUMNS)

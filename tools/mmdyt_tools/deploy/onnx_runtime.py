@@ -10,6 +10,9 @@ from mmdyt_tools.deploy.onnx_export import METADATA_KEY
 #: Runtimes :class:`ExportedModel` runs a graph with.
 RUNTIMES = ('ort', 'openvino')
 
+#: OpenVINO's inference precisions (``INFERENCE_PRECISION_HINT``).
+OPENVINO_PRECISIONS = ('f32', 'bf16')
+
 
 def read_metadata(path: str) -> dict:
     """What :func:`~onnx_export.export_onnx` stored in the file (the config,
@@ -50,6 +53,10 @@ class ExportedModel:
             compute in bfloat16). Defaults to ``'ort'``.
         threads (int, optional): Intra-op threads; None for the runtime's
             default. Defaults to None.
+        precision (str): OpenVINO's inference precision, ``'f32'`` or
+            ``'bf16'`` (its default on CPUs with bfloat16 units: the graph's
+            float32 weights and activations computed in bfloat16). Defaults
+            to ``'f32'``.
 
     Examples:
         >>> model = ExportedModel('seg.onnx', 'openvino')
@@ -57,10 +64,16 @@ class ExportedModel:
     """
 
     def __init__(self, path: str, runtime: str = 'ort',
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, precision: str = 'f32'):
         if runtime not in RUNTIMES:
             raise ValueError(f'runtime must be one of {RUNTIMES}, got '
                              f'{runtime!r}')
+        if precision not in OPENVINO_PRECISIONS or (
+                runtime == 'ort' and precision != 'f32'):
+            raise ValueError(
+                f'precision must be one of {OPENVINO_PRECISIONS} for '
+                f"OpenVINO and 'f32' for ONNX Runtime, got {precision!r} "
+                f'for {runtime!r}')
         self.path = path
         self.runtime = runtime
         self.metadata = read_metadata(path)
@@ -77,7 +90,7 @@ class ExportedModel:
             self.output_names = [o.name for o in self._session.get_outputs()]
         else:
             import openvino as ov
-            config = {'INFERENCE_PRECISION_HINT': 'f32',
+            config = {'INFERENCE_PRECISION_HINT': precision,
                       'PERFORMANCE_HINT': 'LATENCY'}
             if threads:
                 config['INFERENCE_NUM_THREADS'] = threads
