@@ -7,7 +7,10 @@ with the FLOPs bound at the measured activation rate.
 Timing (:func:`~mmdyt_tools.benchmark.timing.time_interleaved`) runs under
 ``torch.inference_mode`` with warm-up, then interleaves the models in every
 repeat (in a rotating order) so that load changes on a shared machine hit
-all of them alike, and reports median milliseconds per forward. Every ratio
+all of them alike, and reports median milliseconds per forward. The
+low-precision peers are interleaved among themselves, right after the
+float32 models: ratios between two of them are interleaved, ratios of a
+low-precision peer to a float32 model compare consecutive groups. Every ratio
 comes with a 95% bootstrap interval over the repeats
 (:func:`~mmdyt_tools.benchmark.stats.bootstrap_ratio`): with enough repeats
 it can tell a 2% difference from noise, and the noise control says how
@@ -164,8 +167,15 @@ def benchmark_setting(models: BenchmarkModels,
     }
     gflops = {k: v * frames / 1e9 for k, v in gflops.items()}
 
-    times = time_interleaved(models.as_dict(), inputs, warmup, repeats,
-                             timer)
+    # the low-precision peers are interleaved among themselves, after the
+    # float32 models: a float32 forward between two of them (5-10x longer)
+    # would evict what they keep warm and blur their 5-10% differences
+    everything = models.as_dict()
+    float32 = {k: v for k, v in everything.items() if k not in models.bf16}
+    times = time_interleaved(float32, inputs, warmup, repeats, timer)
+    if models.bf16:
+        times.update(
+            time_interleaved(models.bf16, inputs, warmup, repeats, timer))
     ms = {
         name: statistics.median(values)
         for name, values in times.items()
