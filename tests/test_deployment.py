@@ -312,5 +312,5 @@ def test_benchmark_runtimes_on_a_tiny_segmentor(tmp_path):
         assert low <= row[f'{runtime}_speedup'] <= high
     errors = row['output_errors']
     assert max(v for k, v in errors.items() if '_bf16_' not in k) <= 1e-3
-    assert 0 < errors['openvino_bf16_dyt'] <= 0.05
+    assert 0 < errors['openvino_bf16_dyt'] <= 0.15
     assert row['cpu']

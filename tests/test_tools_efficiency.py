@@ -663,3 +663,19 @@ def test_bf16_peer_check_reads_dyt_decisions(tiny_models, monkeypatch):
             checks.check_peers(tiny_models, inputs)
     finally:
         tiny_models.bf16 = {}
+
+
+def test_benchmark_setting_times_the_swin_models(restore_threads):
+    """The swin-b-512 preset's models (here at 64²): Swin's FLOPs, its
+    feature maps and per-stage masks go through the checks, and the
+    low-precision peers are timed."""
+    from mmdyt_tools.benchmark.backbone import benchmark_setting
+    torch.set_num_threads(1)
+    models = build_benchmark_models(img_size=64, swin=True)
+    models.add_bf16()
+    row = benchmark_setting(models, 'swin', 1, 64, rate=0.5, warmup=0,
+                            repeats=2)
+    assert row['dense_gflops'] > row['dyt_gflops'] > 0
+    assert row['flops_speedup'] > 1
+    assert row['rate'] == pytest.approx(0.5, abs=0.05)
+    assert row['dyt_bf16_vs_best_dense_bf16'] > 0

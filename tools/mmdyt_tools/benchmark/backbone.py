@@ -23,7 +23,7 @@ import torch
 from mmengine.logging import print_log
 
 from mmdyt.models.layers.dispatcher import mean_rate
-from mmdyt.models.flops import dyt_vit_flops
+from mmdyt.models.flops import backbone_flops
 from mmdyt_tools.benchmark.checks import check_peers
 from mmdyt_tools.benchmark.host_syncs import count_host_syncs
 from mmdyt_tools.benchmark.machine import device_name
@@ -161,9 +161,9 @@ def benchmark_setting(models: BenchmarkModels,
     size = (img_size, img_size)
     frames = num_frames or 1
     gflops = {
-        'dense': dyt_vit_flops(dyt, size, with_dyt=False).total,
-        'adapter': dyt_vit_flops(models.adapter, size).total,
-        'dyt': dyt_vit_flops(dyt, size, site_rates).total,
+        'dense': backbone_flops(dyt, size, with_dyt=False).total,
+        'adapter': backbone_flops(models.adapter, size).total,
+        'dyt': backbone_flops(dyt, size, site_rates).total,
     }
     gflops = {k: v * frames / 1e9 for k, v in gflops.items()}
 

