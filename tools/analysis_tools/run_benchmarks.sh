@@ -93,7 +93,8 @@ speed prepack_vit_b_224 --preset vit-b-224 --batch 1 8 32 --rate 0.5 \
     --threads 1 2 --warmup 1 --repeats 10 --prepack
 speed prepack_vit_b_512 --preset vit-b-512 --batch 1 2 --rate 0.5 \
     --threads 2 --warmup 1 --repeats 8 --prepack
-# 5. The path users run: bfloat16 autocast beside float32 (backbones), the
+# 5. The path users run (measured on the AMD CPU before the low-precision weight
+# copies; part 7 has the AMX runs): bfloat16 beside float32 (backbones), the
 # recipes' whole test step end to end (sliding window, batched crops vs crop
 # by crop, fp32 and bf16), and the op profile (casts, small matmuls)
 speed bf16_vit_b_224 --preset vit-b-224 --batch 1 8 --rate 0.5 --threads 1 2 \
@@ -115,4 +116,17 @@ run deploy_vit_b_224 tools/deployment/benchmark_runtimes.py --preset vit-b-224 \
 run deploy_segmenter_512 tools/deployment/benchmark_runtimes.py \
     --config configs/ade20k/dyt_vitb_segmenter.py --shape 512 512 --batch 1 \
     --warmup 1 --repeats 8
+# 7. Low precision on a CPU with AMX (docs/en/benchmarks/speed.md 3.10; about
+# 20 minutes): DyT against the strongest dense peer in bfloat16 (same
+# low-precision kernels, or compiled), the Swin-B backbone, the Segmenter test
+# step and OpenVINO at bfloat16 inference precision
+speed bf16_vit_b_224_amx --preset vit-b-224 --batch 1 8 --rate 0.5 \
+    --threads 2 --bf16 --compile --repeats 12
+speed bf16_swin_b_512_amx --preset swin-b-512 --batch 1 --rate 0.5 \
+    --threads 2 --bf16 --warmup 1 --repeats 6
+e2e e2e_ade20k_segmenter_amx --config configs/ade20k/dyt_vitb_segmenter.py \
+    --shapes 512x2048 --precision fp32 bf16 --models dyt adapter \
+    --crop-modes batched --threads 2 --warmup 1 --repeats 5
+run deploy_bf16_vit_b_224_amx tools/deployment/benchmark_runtimes.py \
+    --preset vit-b-224 --batch 8 --openvino-bf16 --repeats 10
 echo "[benchmarks] $(date +%H:%M:%S) done: benchmarks/*.json"

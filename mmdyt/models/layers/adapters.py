@@ -107,7 +107,8 @@ class Adapter(BaseModule):
         device = x.device.type
         autocast = autocast_enabled(device)
         if self.training or (residual.dtype != x.dtype and not autocast) \
-                or (autocast and residual.dtype != torch.float32):
+                or (autocast and (residual.dtype != torch.float32 or
+                                  self.up.weight.dtype != torch.float32)):
             return _added(residual, self(x), inplace)
         hidden = F.relu(self.down(x)).flatten(0, -2)
         if not autocast:

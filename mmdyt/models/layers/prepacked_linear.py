@@ -365,16 +365,31 @@ def prepack_block(block: nn.Module,
 def mlp_forward(mlp: nn.Module, x: Tensor) -> Tensor:
     """The forward of timm's ``Mlp`` (``fc1``, ``act``, ``drop1``, ``norm``,
     ``fc2``, ``drop2``) with ``fc1`` and a GELU fused
-    (:meth:`PrepackedLinear.forward_gelu`) where they can be; otherwise
+    (:meth:`PrepackedLinear.forward_gelu`) where the packed low-precision
+    kernel runs; otherwise, and whenever a forward hook watches the MLP,
+    ``fc1`` or its activation (hooks see the calls as without fusion),
     ``mlp(x)``.
 
     Args:
         mlp (nn.Module): A timm ``Mlp``.
         x (Tensor): Its input.
     """
-    fc1 = getattr(mlp, 'fc1', None)
+    fc1, act = getattr(mlp, 'fc1', None), getattr(mlp, 'act', None)
     if mlp.training or type(fc1) is not PrepackedLinear or \
-            type(mlp.act) is not nn.GELU:
+            type(act) is not nn.GELU or _hooked(mlp, fc1, act):
         return mlp(x)
-    hidden = mlp.norm(mlp.drop1(fc1.forward_gelu(x, mlp.act.approximate)))
-    return mlp.drop2(mlp.fc2(hidden))
+    low = fc1.low_precision_weight(x)
+    if low is None or not low.packed:
+        return mlp(x)
+    hidden = fc1.forward_gelu(x, act.approximate)
+    return mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(hidden))))
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook (of one of ``modules``, or global) would see
+    their calls."""
+    from torch.nn.modules import module as module_state
+    if module_state._global_forward_hooks or \
+            module_state._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
