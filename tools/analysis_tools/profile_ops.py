@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 import mmdyt  # noqa: F401  (compat fixes, registration)
+from mmdyt.models.layers import Adapter
 from mmdyt.utils.torch_compat import PROFILER_DTYPES, require_torch
 from mmdyt_tools.benchmark.models import build_benchmark_models
 from mmdyt_tools.benchmark.peers import AutocastPeer
@@ -192,10 +193,13 @@ def small_gemm_forms(model, inputs: Tensor, repeats: int) -> dict:
 
 def with_bfloat16_weights(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose linear layers hold bfloat16 weights, but
-    the dispatchers' (which score in float32): under autocast it computes
-    what ``model`` computes, without converting weights per forward."""
+    the dispatchers' (which score in float32) and the adapters'
+    up-projections (float32 ``addmm`` into the stream): under autocast it
+    computes what ``model`` computes, without converting weights per
+    forward."""
     model = copy.deepcopy(model)
     keep = {id(d.linear) for d in getattr(model, 'dispatchers', list)()}
+    keep |= {id(m.up) for m in model.modules() if isinstance(m, Adapter)}
     for module in model.modules():
         if isinstance(module, nn.Linear) and id(module) not in keep:
             module.to(torch.bfloat16)
