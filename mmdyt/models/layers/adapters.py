@@ -106,9 +106,11 @@ class Adapter(BaseModule):
         """
         device = x.device.type
         autocast = autocast_enabled(device)
-        if self.training or (residual.dtype != x.dtype and not autocast) \
-                or (autocast and (residual.dtype != torch.float32 or
-                                  self.up.weight.dtype != torch.float32)):
+        if autocast:  # the addmm in float32, out of autocast
+            fused = residual.dtype == self.up.weight.dtype == torch.float32
+        else:
+            fused = residual.dtype == x.dtype
+        if self.training or not fused:
             return _added(residual, self(x), inplace)
         hidden = F.relu(self.down(x)).flatten(0, -2)
         if not autocast:

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules import module as module_state
 
 from mmdyt.utils.torch_compat import (autocast_dtype, autocast_enabled,
                                       is_compiling, is_exporting)
@@ -226,22 +227,6 @@ class PrepackedLinear(nn.Linear):
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias,
                                                   'none', [], '')
 
-    def forward_gelu(self, x: Tensor, approximate: str = 'none') -> Tensor:
-        """``F.gelu(self(x), approximate)``, the GELU fused into the matmul
-        where the packed low-precision kernel runs (one pass over the
-        output less).
-
-        Args:
-            x (Tensor): The input.
-            approximate (str): GELU's ``'none'`` or ``'tanh'``. Defaults to
-                ``'none'``.
-        """
-        low = self.low_precision_weight(x)
-        if low is None or not low.packed:
-            return F.gelu(self(x), approximate=approximate)
-        return self._packed_low_precision(x.to(low.dtype), low.weight,
-                                          low.bias, ('gelu', approximate))
-
     def _packed_low_precision(self,
                               x: Tensor,
                               weight: Tensor,
@@ -364,11 +349,11 @@ def prepack_block(block: nn.Module,
 
 def mlp_forward(mlp: nn.Module, x: Tensor) -> Tensor:
     """The forward of timm's ``Mlp`` (``fc1``, ``act``, ``drop1``, ``norm``,
-    ``fc2``, ``drop2``) with ``fc1`` and a GELU fused
-    (:meth:`PrepackedLinear.forward_gelu`) where the packed low-precision
-    kernel runs; otherwise, and whenever a forward hook watches the MLP,
-    ``fc1`` or its activation (hooks see the calls as without fusion),
-    ``mlp(x)``.
+    ``fc2``, ``drop2``) with ``fc1`` and a GELU fused into one oneDNN call
+    (one pass over the hidden tokens less) where ``fc1``'s packed
+    low-precision kernel runs; otherwise, and whenever a forward hook
+    watches the MLP, ``fc1`` or its activation (hooks see the calls as
+    without fusion), ``mlp(x)``.
 
     Args:
         mlp (nn.Module): A timm ``Mlp``.
@@ -381,14 +366,14 @@ def mlp_forward(mlp: nn.Module, x: Tensor) -> Tensor:
     low = fc1.low_precision_weight(x)
     if low is None or not low.packed:
         return mlp(x)
-    hidden = fc1.forward_gelu(x, act.approximate)
+    hidden = fc1._packed_low_precision(x.to(low.dtype), low.weight, low.bias,
+                                       ('gelu', act.approximate))
     return mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(hidden))))
 
 
 def _hooked(*modules: nn.Module) -> bool:
     """Whether a forward hook (of one of ``modules``, or global) would see
     their calls."""
-    from torch.nn.modules import module as module_state
     if module_state._global_forward_hooks or \
             module_state._global_forward_pre_hooks:
         return True

@@ -3,20 +3,20 @@ from timings taken on the machine the model runs on.
 
 A matmul's time is not proportional to its rows. On a CPU, oneDNN's
 bfloat16 kernels split a matmul's work between the threads by blocks of
-rows and columns, and at some row counts that split leaves threads idle: on
-an Intel Xeon with AMX and 2 threads, the ``3072 -> 768`` projection of a
-ViT-B MLP takes about as long at 788 rows as at 1576, and two calls of 394
-rows take about 60% of one call of 788. DyT's gathered MLP multiplies
-whatever number of tokens its dispatchers keep, so it lands on such counts.
-Where the slow counts lie moves with the CPU, the thread count and the
-shape, so they are measured rather than written down: like
-``torch.backends.cudnn.benchmark``, the first matmul of a shape at a new row
-count times the candidates (one call, or 2, 3 or 4 equal pieces, the
-outputs joined as in use) on zeros of that shape and keeps the fastest;
-later calls of that shape and row count reuse the choice. Choices are kept
-per row bucket (rows rounded up to :attr:`RowPlanner.granularity`), so that
-a few dozen measurements cover every token count of a model; the first
-forwards of a model pay for them (a few ms per bucket and shape).
+rows and columns, and at some row counts that split leaves threads idle, so
+that one call takes longer than the same rows in two or three calls.
+DyT's gathered MLP multiplies whatever number of tokens its dispatchers
+keep, so it lands on such counts. Where the slow counts lie moves with the
+CPU, the thread count and the shape, so they are measured rather than
+written down: like ``torch.backends.cudnn.benchmark``, the first matmul of
+a shape at a new row count times the candidates (one call, or 2, 3 or 4
+equal pieces, the outputs joined as in use) on zeros of that shape and
+keeps the fastest; later calls of that shape and row count reuse the
+choice. Choices are kept per row bucket (rows rounded up to
+:attr:`RowPlanner.granularity`), so that a few dozen measurements cover
+every token count of a model; the first forwards of a model pay for them
+(a few ms per bucket and shape). :meth:`RowPlanner.timings` shows what was
+measured.
 
 The choice changes only how the rows are grouped into calls: each output
 row is computed by the same kernel from the same row and weight, so results
@@ -43,11 +43,12 @@ class RowPlanner:
             for the timings. Defaults to 32.
         max_pieces (int): The most pieces a matmul is split into.
             Defaults to 4.
-        min_gain (float): A split is chosen only if its predicted time is at
+        min_gain (float): A split is chosen only if its measured time is at
             most ``1 - min_gain`` of one call's, so that timing noise does
             not split matmuls for nothing. Defaults to 0.1.
-        repeats (int): Timed calls per measured row count (their median
-            counts); one more untimed call runs first. Defaults to 3.
+        repeats (int): Timed calls per candidate (the fastest counts, the
+            one least disturbed by other work); one more untimed call runs
+            first. Defaults to 3.
     """
 
     def __init__(self,
