@@ -30,7 +30,6 @@ class BenchmarkModels:
     compiled: Dict[str, nn.Module] = field(default_factory=dict)
     prepacked: Dict[str, nn.Module] = field(default_factory=dict)
     bf16: Dict[str, nn.Module] = field(default_factory=dict)
-    amp_dtype: torch.dtype = torch.bfloat16
 
     @property
     def dense_again(self) -> nn.Module:
@@ -71,7 +70,6 @@ class BenchmarkModels:
             dtype (torch.dtype): The autocast dtype. Defaults to
                 ``torch.bfloat16``.
         """
-        self.amp_dtype = dtype
         self.bf16 = dict(
             dense_bf16=AutocastPeer(low_precision_copy(self.dense), dtype),
             dyt_bf16=AutocastPeer(self.dyt, dtype),
@@ -81,13 +79,14 @@ class BenchmarkModels:
 
     def compile_bf16(self, backend: str = 'inductor') -> None:
         """Add the dense model and DyT compiled under autocast in the dtype
-        of :meth:`add_bf16` (call it again after
+        of :meth:`add_bf16`, which must run first (call it again after
         ``peers.reset_compiled``)."""
+        dtype = self.bf16['dyt_bf16'].dtype
         self.bf16.update(
             dense_bf16_compiled=compile_for_benchmark(
-                AutocastPeer(self.dense, self.amp_dtype), backend),
+                AutocastPeer(self.dense, dtype), backend),
             dyt_bf16_compiled=compile_for_benchmark(
-                AutocastPeer(self.dyt, self.amp_dtype), backend))
+                AutocastPeer(self.dyt, dtype), backend))
 
     def peers(self) -> Dict[str, nn.Module]:
         """The compiled, pre-packed and bfloat16 peers, by name."""

@@ -36,6 +36,7 @@ from typing import List, Sequence
 import torch
 import torch._inductor.config
 import torch.nn as nn
+from timm.layers import Mlp
 from torch import Tensor
 
 from mmdyt.models import DyTViT
@@ -276,9 +277,8 @@ def low_precision_copy(model: nn.Module) -> nn.Module:
     prepared = shared_copy(model)
     prepack_block(prepared, names=None, float32=False)
     for module in list(prepared.modules()):
-        mlp = getattr(module, 'mlp', None)
-        if mlp is not None and type(mlp).__name__ == 'Mlp':
-            module.mlp = FusedGeluMlp(mlp)
+        if isinstance(getattr(module, 'mlp', None), Mlp):
+            module.mlp = FusedGeluMlp(module.mlp)
     return prepared
 
 
@@ -293,9 +293,8 @@ def autocast_only_copy(model: nn.Module) -> nn.Module:
     Returns:
         nn.Module: The copy.
     """
-    plain = shared_copy(model)
+    plain = shared_copy(model)  # (a copy holds no prepared weights)
     for module in plain.modules():
         if isinstance(module, PrepackedLinear):
             module.low_precision = False
-            module.forget_packed()
     return plain
